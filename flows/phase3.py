@@ -1,0 +1,48 @@
+"""Phase 3 — enhanced pretraining with synthetic data (final): synthesize from top files -> mix -> train."""
+from __future__ import annotations
+
+import time
+
+from prefect import flow, get_run_logger
+
+from flows.common import PhaseResult
+from snowcoder import storage, tracking
+from snowcoder.config import PipelineConfig
+from snowcoder.tracking import Tracking
+from tasks import steps
+
+
+@flow(name="phase3-final", log_prints=True)
+def phase3_flow(config: PipelineConfig, parent: Tracking, alpha: PhaseResult, beta: PhaseResult) -> PhaseResult:
+    t0 = time.perf_counter()
+    out = lambda stage: storage.join(config.run_root, "phase3", stage)  # noqa: E731
+    run = tracking.start_child(parent, "phase3-final", tags={"snowcoder.phase": "final"})
+    selected = beta.manifests["select"]
+
+    synthetic = steps.synth_task(config.synth, selected, config.decontam, out("synthesize"), run)
+    sources = [(selected.shard_uris("docs"), 1.0 - config.synth.synthetic_weight)]
+    if synthetic.counts.get("kept", 0) > 0:
+        sources.insert(0, (synthetic.shard_uris("docs"), config.synth.synthetic_weight))
+    else:
+        get_run_logger().warning("no synthetic file passed validation: phase 3 trains on the phase-2 data alone")
+        sources = [(selected.shard_uris("docs"), 1.0)]
+    tokenizer_dir = alpha.manifests["tokenizer"].uris["tokenizer"]
+    tokens = steps.pack_task(
+        "pack-final", tokenizer_dir, sources, out("tokens"), config.train.order, config.seed + 2,
+        total_tokens=config.train.final.tokens if len(sources) > 1 else None, handle=run,
+    )
+    heldout = alpha.manifests["heldout"].uris["tokens"]
+    trained = steps.train_task(
+        "final", config.model, config.train.final, config.train, tokenizer_dir, tokens.uris["tokens"], heldout,
+        beta.checkpoint, out("train"), config.seed + 2, run,
+    )
+    evaluated = steps.eval_task(
+        "final", config.eval, trained.uris["checkpoint"], heldout, config.model.seq_len, out("eval"), run
+    )
+    tracking.finish(run)
+    return PhaseResult(
+        phase="final",
+        manifests={"synthesize": synthetic, "data": synthetic, "tokens": tokens, "train": trained, "eval": evaluated},
+        mlflow_run_id=run.run_id,
+        seconds=time.perf_counter() - t0,
+    )

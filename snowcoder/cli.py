@@ -1,0 +1,117 @@
+"""`snowcoder` command line.
+
+    snowcoder run [--preset tiny] [--config file.yaml] [--run-root URI]
+    snowcoder presets
+    snowcoder config [--preset P] [--config F]      # print the resolved config and its digest
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from snowcoder.config import PRESETS, UserError, load_config
+
+# Offline-friendly defaults; every one can be overridden from the environment.
+_ENV_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "snowcoder",
+    "MLFLOW_ENABLE_TELEMETRY": "false",
+    "DO_NOT_TRACK": "true",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def _setup_env() -> None:
+    for key, value in _ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def preflight(config) -> None:
+    """Catch the common user mistakes before any flow starts (clear message, no stack trace)."""
+    for source in config.data.sources:
+        if source.startswith("embedded:"):
+            if source != "embedded:python":
+                raise UserError(f"unknown embedded source {source!r}; the embedded corpus is 'embedded:python'")
+            continue
+        if "://" in source:
+            continue  # remote sources are checked by the crawler
+        path = Path(source)
+        if not path.exists():
+            raise UserError(f"source directory does not exist: {path}")
+        if not path.is_dir():
+            raise UserError(f"source is not a directory: {path}")
+        exts = tuple(config.data.extensions)
+        if not any(f.endswith(exts) for _, _, files in os.walk(path) for f in files):
+            raise UserError(f"source directory {path} holds no files with extensions {', '.join(exts)}")
+
+
+def _default_run_root(preset: str) -> str:
+    return str(Path("runs") / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = load_config(args.preset, args.config, args.run_root)
+    if args.run_root is None and config.run_root == "runs/latest":
+        config.run_root = _default_run_root(config.preset)
+    if not ("://" in config.run_root):
+        config.run_root = str(Path(config.run_root).resolve())
+    preflight(config)
+    print(f"snowcoder: preset={config.preset} digest={config.digest()} run_root={config.run_root}", flush=True)
+
+    from flows.pipeline import pipeline
+    from snowcoder.summary import format_table
+
+    summary = pipeline(config)
+    print()
+    print(format_table(summary))
+    print(summary["summary_uri"])
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    config = load_config(args.preset, args.config, args.run_root)
+    print(json.dumps({"digest": config.digest(), "config": config.model_dump(mode="json")}, indent=2))
+    return 0
+
+
+def cmd_presets(_: argparse.Namespace) -> int:
+    for name in sorted(PRESETS):
+        print(name)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="snowcoder", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, fn, help_ in (("run", cmd_run, "run the three-phase pipeline"),
+                            ("config", cmd_config, "print the resolved configuration")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--preset", default="tiny", help=f"one of: {', '.join(sorted(PRESETS))} (default: tiny)")
+        p.add_argument("--config", default=None, help="YAML file overriding any config field")
+        p.add_argument("--run-root", default=None, help="local directory or fsspec URL (s3://...) for all outputs")
+        p.set_defaults(fn=fn)
+    p = sub.add_parser("presets", help="list the presets")
+    p.set_defaults(fn=cmd_presets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _setup_env()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except UserError as exc:
+        print(f"snowcoder: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("snowcoder: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""MLflow tracking with explicit run ids (never the fluent, thread-local active run).
+
+One parent run per pipeline run, one child run per phase (alpha, beta, final). The tracking store defaults to a
+SQLite database under a local run root (the file store is deprecated in MLflow 3); MLFLOW_TRACKING_URI overrides.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from snowcoder import storage
+
+EXPERIMENT = "snowcoder"
+
+
+class Tracking(BaseModel):
+    """What a task needs to log into the right run: small and serialisable (passed between flows)."""
+
+    tracking_uri: str
+    experiment_id: str
+    run_id: str  # the run this handle logs into (parent or a phase's child)
+    parent_run_id: str | None = None
+
+
+def default_tracking_uri(run_root: str) -> str:
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    if storage.is_remote(run_root):
+        # SQLite cannot live on object storage: keep the store next to the working directory.
+        base = Path(".state").resolve()
+    else:
+        base = Path(run_root).resolve()
+    base.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{base / 'mlflow.db'}"
+
+
+def _client(tracking_uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _experiment_id(client, run_root: str, tracking_uri: str) -> str:
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is not None:
+        return exp.experiment_id
+    artifact_location = None
+    if tracking_uri.startswith("sqlite:"):
+        root = run_root if storage.is_remote(run_root) else Path(run_root).resolve().as_uri()
+        artifact_location = storage.join(root, "mlartifacts") if storage.is_remote(root) else root + "/mlartifacts"
+    return client.create_experiment(EXPERIMENT, artifact_location=artifact_location)
+
+
+def start_parent(run_root: str, run_name: str, tags: dict[str, str], params: dict[str, Any]) -> Tracking:
+    uri = default_tracking_uri(run_root)
+    client = _client(uri)
+    exp_id = _experiment_id(client, run_root, uri)
+    run = client.create_run(exp_id, run_name=run_name, tags=tags)
+    handle = Tracking(tracking_uri=uri, experiment_id=exp_id, run_id=run.info.run_id)
+    log_params(handle, params)
+    return handle
+
+
+def start_child(parent: Tracking, run_name: str, tags: dict[str, str] | None = None) -> Tracking:
+    client = _client(parent.tracking_uri)
+    all_tags = {"mlflow.parentRunId": parent.run_id, **(tags or {})}
+    run = client.create_run(parent.experiment_id, run_name=run_name, tags=all_tags)
+    return Tracking(
+        tracking_uri=parent.tracking_uri,
+        experiment_id=parent.experiment_id,
+        run_id=run.info.run_id,
+        parent_run_id=parent.run_id,
+    )
+
+
+def finish(handle: Tracking, status: str = "FINISHED") -> None:
+    _client(handle.tracking_uri).set_terminated(handle.run_id, status=status)
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def log_params(handle: Tracking, params: dict[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    flat = flatten(params)
+    items = [Param(k[:250], json.dumps(v) if isinstance(v, (list, dict)) else str(v)[:6000]) for k, v in flat.items()]
+    client = _client(handle.tracking_uri)
+    for i in range(0, len(items), 100):
+        client.log_batch(handle.run_id, params=items[i : i + 100])
+
+
+def _metric_name(name: str) -> str:
+    # MLflow allows alphanumerics, _ - . space / ; '@' is not allowed.
+    return name.replace("@", "_at_")
+
+
+def log_metrics(handle: Tracking, metrics: dict[str, float], step: int = 0) -> None:
+    from mlflow.entities import Metric
+    import time
+
+    now = int(time.time() * 1000)
+    items = [
+        Metric(_metric_name(k), float(v), now, step)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+    ]
+    client = _client(handle.tracking_uri)
+    for i in range(0, len(items), 1000):
+        client.log_batch(handle.run_id, metrics=items[i : i + 1000])
+
+
+def log_metric_series(handle: Tracking, rows: list[dict], step_key: str = "step") -> None:
+    """Log rows like {step: 3, loss: 2.1, lr: ...} as metric histories (e.g. a training loss curve)."""
+    from mlflow.entities import Metric
+    import time
+
+    now = int(time.time() * 1000)
+    items = []
+    for row in rows:
+        step = int(row.get(step_key, 0))
+        for k, v in row.items():
+            if k == step_key or not isinstance(v, (int, float)) or isinstance(v, bool):
+                continue
+            if math.isfinite(float(v)):
+                items.append(Metric(_metric_name(k), float(v), now, step))
+    client = _client(handle.tracking_uri)
+    for i in range(0, len(items), 1000):
+        client.log_batch(handle.run_id, metrics=items[i : i + 1000])
+
+
+def set_tags(handle: Tracking, tags: dict[str, str]) -> None:
+    from mlflow.entities import RunTag
+
+    _client(handle.tracking_uri).log_batch(handle.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def log_dict(handle: Tracking, obj: Any, artifact_file: str) -> None:
+    _client(handle.tracking_uri).log_dict(handle.run_id, obj, artifact_file)
+
+
+def log_text(handle: Tracking, text: str, artifact_file: str) -> None:
+    _client(handle.tracking_uri).log_text(handle.run_id, text, artifact_file)
+
+
+def log_file(handle: Tracking, uri: str, artifact_path: str | None = None) -> None:
+    """Log a (possibly remote) file as an artifact."""
+    client = _client(handle.tracking_uri)
+    if not storage.is_remote(uri):
+        client.log_artifact(handle.run_id, uri, artifact_path)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / uri.rsplit("/", 1)[-1]
+        local.write_bytes(storage.read_bytes(uri))
+        client.log_artifact(handle.run_id, str(local), artifact_path)
+
+
+def ui_hint(tracking_uri: str) -> str:
+    if tracking_uri.startswith("sqlite:"):
+        return f"mlflow ui --backend-store-uri {tracking_uri}"
+    return tracking_uri

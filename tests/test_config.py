@@ -1,0 +1,81 @@
+import json
+
+import pytest
+import yaml
+
+from snowcoder.cli import main
+from snowcoder.config import PRESETS, UserError, load_config
+
+
+def test_presets_validate_and_differ():
+    digests = {name: load_config(name).digest() for name in PRESETS}
+    assert len(set(digests.values())) == len(PRESETS)
+
+
+def test_paper_preset_is_the_paper_model_and_schedule():
+    c = load_config("paper-1.3b")
+    m = c.model
+    assert (m.n_layers, m.hidden, m.ffn, m.n_heads, m.seq_len, m.tie_embeddings) == (24, 2048, 5632, 16, 8192, True)
+    assert c.tokenizer.vocab_size == 64_000
+    assert c.train.alpha.schedule == "cosine" and c.train.alpha.lr == 5.3e-4 and c.train.alpha.min_lr == 5.3e-5
+    assert c.train.alpha.warmup_steps == 600
+    assert c.train.beta.schedule == "rewarm-linear" and c.train.beta.warmup_steps == 1000 and c.train.beta.repeat == 4
+    # 512 sequences of 8192 tokens per optimizer step on 8 devices
+    assert c.train.alpha.batch_size * c.train.alpha.grad_accum * 8 == 512
+
+
+def test_yaml_overrides_merge_into_preset(tmp_path):
+    f = tmp_path / "o.yaml"
+    f.write_text(yaml.safe_dump({"model": {"n_layers": 3}, "train": {"beta": {"repeat": 2}}}))
+    c = load_config("micro", f)
+    assert c.model.n_layers == 3 and c.model.hidden == 64  # rest of the micro preset kept
+    assert c.train.beta.repeat == 2 and c.train.beta.schedule == "rewarm-linear"
+    assert c.digest() != load_config("micro").digest()
+
+
+def test_yaml_can_select_preset(tmp_path):
+    f = tmp_path / "o.yaml"
+    f.write_text("preset: micro\neval: {limit: 2}\n")
+    c = load_config("tiny", f)
+    assert c.preset == "micro" and c.eval.limit == 2 and c.model.hidden == 64
+
+
+def test_run_root_not_in_digest():
+    assert load_config("micro", run_root="/a").digest() == load_config("micro", run_root="s3://b/c").digest()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [("model: {n_layers: 0}", "model.n_layers"), ("nonsense_field: 1", "nonsense_field"), ("[1, 2", "not valid YAML"),
+     ("- a\n- b", "mapping")],
+)
+def test_bad_config_files_give_clear_errors(tmp_path, content, message):
+    f = tmp_path / "bad.yaml"
+    f.write_text(content)
+    with pytest.raises(UserError, match=message):
+        load_config("tiny", f)
+
+
+def test_cli_unknown_preset_is_a_clean_error(capsys):
+    assert main(["run", "--preset", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown preset 'nope'" in err and "Traceback" not in err
+
+
+def test_cli_missing_and_empty_source(tmp_path, capsys):
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump({"data": {"sources": [str(tmp_path / "missing")]}}))
+    assert main(["run", "--preset", "micro", "--config", str(f), "--run-root", str(tmp_path / "r")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no code here")
+    f.write_text(yaml.safe_dump({"data": {"sources": [str(empty)]}}))
+    assert main(["run", "--preset", "micro", "--config", str(f), "--run-root", str(tmp_path / "r")]) == 2
+    assert "holds no files" in capsys.readouterr().err
+
+
+def test_cli_config_prints_resolved_config(capsys):
+    assert main(["config", "--preset", "micro"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["config"]["preset"] == "micro" and len(out["digest"]) == 16
