@@ -148,7 +148,7 @@ class AnnotateConfig(_Base):
     epochs: int = Field(200, ge=1, description="Epochs of the linear head over frozen embeddings.")
     lr: float = Field(1e-2, gt=0)
     top_fraction: float = Field(0.5, gt=0, le=1, description="Top fraction of files kept per language.")
-    max_files_scored: int | None = Field(None, ge=1, description="Cap on phase-1 files scored (None = all).")
+    max_files_scored: int | None = Field(500, ge=1, description="Cap on phase-1 files scored, a seeded sample (None = all).")
 
 
 class SynthConfig(_Base):
@@ -209,7 +209,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "final": {"tokens": 6_000, "batch_size": 8, "lr": 3e-3, "warmup_steps": 1, "schedule": "rewarm-linear"},
             "timeout_s": 600,
         },
-        "annotate": {"n_positives": 40, "n_negatives": 40, "window_tokens": 64, "epochs": 100, "max_files_scored": 120},
+        "annotate": {"n_positives": 40, "n_negatives": 40, "window_tokens": 64, "epochs": 100, "max_files_scored": 80},
         "synth": {"n_seeds": 2, "max_new_tokens": 160, "batch_size": 2},
         "eval": {"limit": 6, "max_new_tokens": 48, "batch_size": 6},
     },
@@ -235,7 +235,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "annotate": {"encoder": "Snowflake/snowflake-arctic-embed-m", "window_tokens": 512,
                      "positives": ["hf:yuxiang630/hqcode", "hf:ise-uiuc/Magicoder-OSS-Instruct-75K",
                                    "hf:bigcode/self-oss-instruct-sc2-exec-filter-50k"],
-                     "n_positives": 300_000, "n_negatives": 300_000, "batch_size": 256, "top_fraction": 0.03},
+                     "n_positives": 300_000, "n_negatives": 300_000, "batch_size": 256, "top_fraction": 0.03,
+                     "max_files_scored": None},
         "synth": {"generator": "meta-llama/Llama-3.1-70B-Instruct", "n_seeds": 1_000_000, "max_new_tokens": 2048,
                   "batch_size": 64},
         "eval": {"limit": None, "max_new_tokens": 512, "batch_size": 64, "workers": 16},

