@@ -21,11 +21,11 @@ class PhaseResult(BaseModel):
         """One line of the summary table."""
         train = self.manifests["train"].counts
         ev = self.manifests["eval"].counts
-        data = self.manifests.get("data")
+        tokens = self.manifests["tokens"].counts
         return {
             "phase": self.phase,
-            "docs": int(data.counts.get("docs", 0)) if data else None,
-            "tokens_available": int(self.manifests["tokens"].counts.get("n_tokens", 0)),
+            "docs": int(tokens.get("unique_docs", tokens.get("n_docs", 0))),
+            "tokens_available": int(tokens.get("n_tokens", 0)),
             "tokens_trained": int(train.get("tokens", 0)),
             "train_loss": train.get("final_loss"),
             "heldout_loss": ev.get("heldout_loss"),

@@ -67,6 +67,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from snowcoder.summary import format_table
 
     summary = pipeline(config)
+    # The local ephemeral Prefect server logs its shutdown at exit; keep the summary path the last thing shown.
+    import logging
+
+    logging.getLogger("prefect").setLevel(logging.WARNING)
     print()
     print(format_table(summary))
     print(summary["summary_uri"])
