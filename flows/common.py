@@ -36,4 +36,24 @@ class PhaseResult(BaseModel):
         }
 
 
-__all__ = ["PhaseResult", "Tracking"]
+def train_and_evaluate(
+    config, phase: str, tokenizer_dir: str, tokens_uri: str, heldout_uri: str, init_from: str | None,
+    out_dir: str, seed: int, run: Tracking,
+) -> tuple[Manifest, Manifest]:
+    """The tail every phase shares: train (accelerate subprocess) on packed tokens, then evaluate the checkpoint."""
+    from snowcoder import storage
+    from tasks import steps
+
+    phase_cfg = getattr(config.train, phase)
+    trained = steps.train_task(
+        phase, config.model, phase_cfg, config.train, tokenizer_dir, tokens_uri, heldout_uri, init_from,
+        storage.join(out_dir, "train"), seed, run,
+    )
+    evaluated = steps.eval_task(
+        phase, config.eval, trained.uris["checkpoint"], heldout_uri, config.model.seq_len,
+        storage.join(out_dir, "eval"), run,
+    )
+    return trained, evaluated
+
+
+__all__ = ["PhaseResult", "Tracking", "train_and_evaluate"]

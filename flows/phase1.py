@@ -5,7 +5,7 @@ import time
 
 from prefect import flow
 
-from flows.common import PhaseResult
+from flows.common import PhaseResult, train_and_evaluate
 from snowcoder import storage, tracking
 from snowcoder.config import PipelineConfig
 from snowcoder.tracking import Tracking
@@ -34,13 +34,9 @@ def phase1_flow(config: PipelineConfig, parent: Tracking) -> PhaseResult:
         "pack-heldout", tokenizer_dir, [(split.shard_uris("heldout"), 1.0)], out("tokens-heldout"),
         "random", config.seed, handle=run,
     )
-    trained = steps.train_task(
-        "alpha", config.model, config.train.alpha, config.train, tokenizer_dir, train_tokens.uris["tokens"],
-        heldout_tokens.uris["tokens"], None, out("train"), config.seed, run,
-    )
-    evaluated = steps.eval_task(
-        "alpha", config.eval, trained.uris["checkpoint"], heldout_tokens.uris["tokens"], config.model.seq_len,
-        out("eval"), run,
+    trained, evaluated = train_and_evaluate(
+        config, "alpha", tokenizer_dir, train_tokens.uris["tokens"], heldout_tokens.uris["tokens"], None,
+        storage.join(config.run_root, "phase1"), config.seed, run,
     )
     tracking.finish(run)
     return PhaseResult(

@@ -5,7 +5,7 @@ import time
 
 from prefect import flow
 
-from flows.common import PhaseResult
+from flows.common import PhaseResult, train_and_evaluate
 from snowcoder import storage, tracking
 from snowcoder.config import PipelineConfig
 from snowcoder.tracking import Tracking
@@ -27,12 +27,9 @@ def phase2_flow(config: PipelineConfig, parent: Tracking, alpha: PhaseResult) ->
         config.seed + 1, repeat=config.train.beta.repeat, handle=run,
     )
     heldout = alpha.manifests["heldout"].uris["tokens"]
-    trained = steps.train_task(
-        "beta", config.model, config.train.beta, config.train, tokenizer_dir, tokens.uris["tokens"], heldout,
-        alpha.checkpoint, out("train"), config.seed + 1, run,
-    )
-    evaluated = steps.eval_task(
-        "beta", config.eval, trained.uris["checkpoint"], heldout, config.model.seq_len, out("eval"), run
+    trained, evaluated = train_and_evaluate(
+        config, "beta", tokenizer_dir, tokens.uris["tokens"], heldout, alpha.checkpoint,
+        storage.join(config.run_root, "phase2"), config.seed + 1, run,
     )
     tracking.finish(run)
     return PhaseResult(

@@ -5,7 +5,7 @@ import time
 
 from prefect import flow, get_run_logger
 
-from flows.common import PhaseResult
+from flows.common import PhaseResult, train_and_evaluate
 from snowcoder import storage, tracking
 from snowcoder.config import PipelineConfig
 from snowcoder.tracking import Tracking
@@ -32,12 +32,9 @@ def phase3_flow(config: PipelineConfig, parent: Tracking, alpha: PhaseResult, be
         total_tokens=config.train.final.tokens if len(sources) > 1 else None, handle=run,
     )
     heldout = alpha.manifests["heldout"].uris["tokens"]
-    trained = steps.train_task(
-        "final", config.model, config.train.final, config.train, tokenizer_dir, tokens.uris["tokens"], heldout,
-        beta.checkpoint, out("train"), config.seed + 2, run,
-    )
-    evaluated = steps.eval_task(
-        "final", config.eval, trained.uris["checkpoint"], heldout, config.model.seq_len, out("eval"), run
+    trained, evaluated = train_and_evaluate(
+        config, "final", tokenizer_dir, tokens.uris["tokens"], heldout, beta.checkpoint,
+        storage.join(config.run_root, "phase3"), config.seed + 2, run,
     )
     tracking.finish(run)
     return PhaseResult(

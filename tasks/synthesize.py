@@ -6,9 +6,10 @@ OSS-Instruct (system prompt verbatim, "gain inspiration from the code snippet", 
 self-contained Python *file* (problem docstring + solution + `assert` tests) instead of an instruction pair, so
 each output is a pretraining document that can be checked by running it.
 
-    seeds (phase-2 selection, `score` column) -> top n_seeds, Python first -> chat prompt per seed
-    -> batched generation -> extract the ```python block -> validate (parses, has module-level asserts,
-    not contaminated, tests pass in the sandbox of tasks.execution) -> exact dedup -> documents
+    seeds (phase-2 selection, `score` column) -> top n_seeds, Python first -> chat prompt per seed (first 15
+    lines of its first definition) -> staged batched completion of the answer as a Python file (problem
+    docstring, solution function, `assert <solution>(` tests; see generate_files) -> validate (parses, has
+    module-level asserts, not contaminated, tests pass in the sandbox of tasks.execution) -> exact dedup -> documents
 
 Every generation, kept or not, is recorded with its reason in `generations.jsonl`; a killed run resumes from it.
 """
@@ -105,15 +106,16 @@ def load_generator(name: str) -> tuple[Any, Any]:
 # --------------------------------------------------------------------------- prompt
 # The request, stated after the snippet (small generators follow the most recent text best).
 USER_PROMPT = (
-    "```python\n{snippet}\n```\n\n"
+    "Here is a code snippet:\n\n{snippet}\n\n"
     "Gain inspiration from the code snippet above to write a new short programming problem and its solution as one "
     "self-contained Python file (standard library only): a docstring stating the problem, a short solution function, "
     "then 3 `assert` statements that test it."
 )
 
-# Two worked demonstrations (snippet -> file), given as earlier chat turns. Tried on SmolLM2-135M-Instruct: with the
-# format only described, or shown inside the user turn, it rewrote the seed or copied the example; demonstrations
-# plus the answer's opening (ASSISTANT_PREFIX) give the docstring / solution / asserts shape most often.
+# A worked demonstration (snippet -> file, completion format). Measured on 8 stdlib seeds with SmolLM2-135M:
+# with it in the prompt, 4/8 generations reused its problem text and 0/8 passed; without it 1/8 passed. It is
+# kept for larger generators (USE_DEMONSTRATIONS) and for the copied-example rejection.
+USE_DEMONSTRATIONS = False
 DEMONSTRATIONS = [
     (
         "def _strip_prefix(s, prefix):\n    if s.startswith(prefix):\n        return s[len(prefix):]\n    return s",
@@ -124,29 +126,33 @@ DEMONSTRATIONS = [
         'assert strip_all_prefixes("x", "ab") == "x"\n'
         'assert strip_all_prefixes("ab", "") == "ab"\n',
     ),
-    (
-        "total = 0\nfor item in cart.items:\n    total += item.price * item.quantity\nreturn round(total, 2)",
-        '"""Given a list of (price, quantity) pairs, return the total cost of the order."""\n\n\n'
-        "def order_total(lines: list) -> float:\n"
-        "    return sum(price * quantity for price, quantity in lines)\n\n\n"
-        "assert order_total([]) == 0\n"
-        "assert order_total([(2.5, 2)]) == 5.0\n"
-        "assert order_total([(1, 3), (4, 1)]) == 7\n",
-    ),
 ]
 DEMO_FUNCTIONS = ("def strip_all_prefixes(", "def order_total(")
 
-# The assistant's answer is started for the generator: open the code block and the problem docstring.
-ASSISTANT_PREFIX = '```python\n"""'
+# Completion-style, staged generation (SmolLM2-135M-Instruct never closed a ```python block nor wrote asserts when
+# asked for a whole file): the answer is started as a Python file and the generator fills one part at a time,
+#   1. the problem statement, after ASSISTANT_PREFIX, up to the closing quotes;
+#   2. the solution, after `"""\n\n\ndef`, cut at its longest parsable prefix;
+#   3. the tests, after `\n\n\nassert <solution name>(`; only syntactically broken assert lines are dropped,
+#      the file is then validated as a whole (a failing assert rejects it).
+ASSISTANT_PREFIX = '"""'
+SOLUTION_OPENING = '"""\n\n\ndef'
+STOPS_PROBLEM = ('"""', "```")
+STOPS_SOLUTION = ("\nassert", "\n\n\n", "```", "\nif __name__", "\nprint(", '"""\n\n')
+STOPS_TESTS = ("\n\n", "```", "\ndef ", "\nclass ")
+MAX_TESTS = 5  # distinct asserts kept (the prompt asks for 3; greedy decoding repeats itself)
+REPETITION_PENALTY: float | None = None
+SNIPPET_LINES = 15  # Magicoder's OSS-Instruct shows 1-15 lines of a seed
 
 _DEF_LINE = re.compile(r"^(?:@|async def |def |class )", re.MULTILINE)
 
 
-def seed_snippet(seed_code: str, seed_chars: int) -> str:
-    """Up to seed_chars characters of the seed, starting at its first top-level definition (skipping license
-    headers and long module docstrings) and cut at a line boundary."""
+def seed_snippet(seed_code: str, seed_chars: int, max_lines: int = SNIPPET_LINES) -> str:
+    """Up to max_lines lines / seed_chars characters of the seed, starting at its first top-level definition
+    (skipping license headers and long module docstrings) and cut at a line boundary."""
     m = _DEF_LINE.search(seed_code)
     text = seed_code[m.start():] if m else seed_code
+    text = "\n".join(text.splitlines()[:max_lines])
     if len(text) > seed_chars:
         cut = text.rfind("\n", 0, seed_chars)
         text = text[: cut if cut > 0 else seed_chars]
@@ -154,11 +160,11 @@ def seed_snippet(seed_code: str, seed_chars: int) -> str:
 
 
 def build_prompt(seed_code: str, seed_chars: int) -> list[dict]:
-    """Chat messages for one seed: Magicoder's system prompt, two demonstrations, the OSS-Instruct-style request."""
+    """Chat messages for one seed: Magicoder's system prompt, [a demonstration,] the OSS-Instruct-style request."""
     messages = [{"role": "system", "content": SYSTEM_PROMPT}]
-    for snippet, answer in DEMONSTRATIONS:
+    for snippet, answer in DEMONSTRATIONS if USE_DEMONSTRATIONS else []:
         messages.append({"role": "user", "content": USER_PROMPT.format(snippet=snippet)})
-        messages.append({"role": "assistant", "content": f"```python\n{answer}```"})
+        messages.append({"role": "assistant", "content": answer})
     messages.append({"role": "user", "content": USER_PROMPT.format(snippet=seed_snippet(seed_code, seed_chars))})
     return messages
 
@@ -166,7 +172,7 @@ def build_prompt(seed_code: str, seed_chars: int) -> list[dict]:
 def render_prompt(tok: Any, messages: list[dict]) -> str:
     """The generator's chat template applied to `messages`, then ASSISTANT_PREFIX (the answer's opening).
 
-    The text the generator returns continues ASSISTANT_PREFIX: prepend it before extract_code()."""
+    The text the generator returns continues ASSISTANT_PREFIX."""
     if getattr(tok, "chat_template", None):
         text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     else:
@@ -174,12 +180,124 @@ def render_prompt(tok: Any, messages: list[dict]) -> str:
     return text + ASSISTANT_PREFIX
 
 
+def longest_parsable_prefix(code: str) -> str:
+    """The longest prefix of `code` ending at a line boundary that `ast.parse` accepts ("" when none does)."""
+    lines = code.splitlines(keepends=True)
+    for n in range(len(lines), 0, -1):
+        candidate = "".join(lines[:n])
+        try:
+            ast.parse(candidate)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            continue
+        if candidate.strip():
+            return candidate
+    return ""
+
+
+def _cut(text: str, stops: tuple[str, ...]) -> str:
+    """text up to the first stop sequence."""
+    ends = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return text[: min(ends)] if ends else text
+
+
+def problem_part(text: str) -> str | None:
+    """Stage 1: the problem statement (the docstring's text), None when there is none."""
+    problem = _cut(text, STOPS_PROBLEM).strip().split("\n\n")[0].strip().replace('"""', "").replace("\\", "")
+    return problem or None
+
+
+def solution_part(text: str) -> tuple[str, str] | None:
+    """Stage 2: (solution code starting with `def `, function name) from the text after SOLUTION_OPENING,
+    cut at its longest parsable prefix; None when no function parses."""
+    code = longest_parsable_prefix("def" + _cut(text, STOPS_SOLUTION))
+    if not code:
+        return None
+    funcs = [n for n in ast.parse(code).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    if not funcs:
+        return None
+    return code.rstrip() + "\n", funcs[0].name
+
+
+def tests_part(text: str, name: str, max_tests: int = MAX_TESTS) -> list[str]:
+    """Stage 3: the first max_tests distinct module-level assert statements of `assert <name>(` + text, read up
+    to its longest parsable prefix (a statement cut by the token budget is dropped; failing asserts are kept:
+    they reject the file at validation)."""
+    code = longest_parsable_prefix(f"assert {name}(" + _cut(text, STOPS_TESTS))
+    kept: list[str] = []
+    seen: set[str] = set()
+    for node in ast.parse(code).body if code else []:
+        if isinstance(node, ast.Assert) and ast.dump(node) not in seen and len(kept) < max_tests:
+            seen.add(ast.dump(node))
+            kept.append(ast.get_source_segment(code, node) or ast.unparse(node))
+    return kept
+
+
+def assemble(problem: str, solution: str, tests: list[str]) -> str:
+    """The synthetic file: problem docstring, solution, asserts."""
+    return f'"""{problem}"""\n\n\n{solution}\n\n' + "".join(t + "\n" for t in tests)
+
+
+def stage_budgets(max_new_tokens: int) -> tuple[int, int, int]:
+    """max_new_tokens split over the problem / solution / tests stages (1/5, 1/2, the rest)."""
+    problem = max(8, max_new_tokens // 5)
+    solution = max(8, max_new_tokens // 2)
+    return problem, solution, max(8, max_new_tokens - problem - solution)
+
+
+def generate_files(model: Any, tok: Any, prompts: list[str], max_new_tokens: int,
+                   temperature: float) -> list[tuple[str, str | None, int, str | None]]:
+    """Staged completion (see ASSISTANT_PREFIX) for rendered prompts, one batch per stage:
+    (generation text after the chat prompt, assembled file or None, generated tokens, failure reason or None).
+    A failure reason ("no-problem", "no-solution", "no-tests") names the stage that produced nothing usable."""
+    from tasks.evaluate import generate_with
+
+    b_problem, b_solution, b_tests = stage_budgets(max_new_tokens)
+    kw = dict(batch_size=len(prompts), temperature=temperature, add_special_tokens=False,
+              repetition_penalty=REPETITION_PENALTY)
+    n = len(prompts)
+    tokens = [0] * n
+    results: list[tuple[str, str | None, int, str | None] | None] = [None] * n
+
+    outs = generate_with(model, tok, prompts, max_new_tokens=b_problem, stops=STOPS_PROBLEM, **kw)
+    problems = []
+    for k, (text, n_tok) in enumerate(outs):
+        tokens[k] += n_tok
+        problems.append(problem_part(text))
+        if problems[k] is None:
+            results[k] = (ASSISTANT_PREFIX + text, None, tokens[k], "no-problem")
+
+    todo = [k for k in range(n) if results[k] is None]
+    heads = {k: prompts[k] + problems[k] + SOLUTION_OPENING for k in todo}
+    outs = generate_with(model, tok, [heads[k] for k in todo], max_new_tokens=b_solution, stops=STOPS_SOLUTION, **kw)
+    solutions = {}
+    for k, (text, n_tok) in zip(todo, outs):
+        tokens[k] += n_tok
+        part = solution_part(text)
+        if part is None:
+            results[k] = (ASSISTANT_PREFIX + problems[k] + SOLUTION_OPENING + text, None, tokens[k], "no-solution")
+        else:
+            solutions[k] = part
+
+    todo = [k for k in range(n) if results[k] is None]
+    heads = {k: prompts[k] + problems[k] + '"""\n\n\n' + solutions[k][0] + f"\n\nassert {solutions[k][1]}("
+             for k in todo}
+    outs = generate_with(model, tok, [heads[k] for k in todo], max_new_tokens=b_tests, stops=STOPS_TESTS, **kw)
+    for k, (text, n_tok) in zip(todo, outs):
+        tokens[k] += n_tok
+        solution, name = solutions[k]
+        generation = heads[k][len(prompts[k]) - len(ASSISTANT_PREFIX):] + text
+        tests = tests_part(text, name)
+        code = assemble(problems[k], solution, tests) if tests else None
+        results[k] = (generation, code, tokens[k], None if tests else "no-tests")
+    return results  # type: ignore[return-value]
+
+
 # --------------------------------------------------------------------------- parse and validate
 _FENCE = re.compile(r"^\s*```+\s*([\w+-]*)\s*$")
 
 
 def extract_code(generation: str) -> str | None:
-    """The first closed ```python block of `generation`, else the first closed block without a language, else None."""
+    """(For fenced chat answers, e.g. from larger generators.) The first closed ```python block of `generation`, else the first closed block without a language, else None."""
     blocks: list[tuple[str, str]] = []
     lang, body = None, []
     for line in generation.splitlines():
@@ -333,8 +451,6 @@ def synthesize(cfg: SynthConfig, seeds: Manifest, out_dir: str, *, decontam_cfg:
     with its reason). Seeds already recorded in generations.jsonl are not generated again (record-level resume).
     """
     from tasks.decontam import benchmark_substrings
-    from tasks.evaluate import generate_with
-
     seed_docs = select_seeds(storage.read_shards(seeds.shard_uris("docs")), cfg.n_seeds)
     if seed_docs.empty:
         raise UserError("no seed documents for synthesis (the phase-2 selection is empty)")
@@ -362,16 +478,13 @@ def synthesize(cfg: SynthConfig, seeds: Manifest, out_dir: str, *, decontam_cfg:
             batch = pending[start : start + cfg.batch_size]
             prompts = [render_prompt(tok, build_prompt(row.content, cfg.seed_chars)) for row, _ in batch]
             t0 = time.perf_counter()
-            outputs = generate_with(model, tok, prompts, max_new_tokens=cfg.max_new_tokens, batch_size=len(batch),
-                                    temperature=cfg.temperature, add_special_tokens=False)
+            files = generate_files(model, tok, prompts, cfg.max_new_tokens, cfg.temperature)
             seconds = time.perf_counter() - t0
             rows = []
-            for (row, i), (text, n_tokens) in zip(batch, outputs):
-                generation = ASSISTANT_PREFIX + text
-                code = extract_code(generation)
+            for (row, i), (generation, code, n_tokens, failure) in zip(batch, files):
                 valid, reason = validate(code, cfg.exec_timeout_s, substrings)
-                if code is None and "```" in generation:
-                    reason = "unclosed-block"  # the file did not end within max_new_tokens
+                if failure is not None:
+                    reason = failure
                 rows.append({
                     "seed_doc_id": row.doc_id, "sample": i, "seed_path": row.path, "seed_score": float(row.score),
                     "generator": cfg.generator, "generation": generation, "code": code, "valid": valid,

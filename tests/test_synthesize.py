@@ -106,11 +106,40 @@ def test_build_prompt_shape():
     seed = header + "def walk(path):\n    return list(os.walk(path))\n" + "x = 1\n" * 100
     messages = build_prompt(seed, seed_chars=200)
     assert messages[0] == {"role": "system", "content": synth.SYSTEM_PROMPT}
-    assert [m["role"] for m in messages[1:]] == ["user", "assistant", "user", "assistant", "user"]
+    assert [m["role"] for m in messages[1:]] == ["user", "assistant"] * synth.USE_DEMONSTRATIONS + ["user"]
     last = messages[-1]["content"]
     assert "def walk(path)" in last and "Licensed" not in last  # starts at the first definition
-    assert "assert" in last and "```python" in last
+    assert "assert" in last
     assert len(seed_snippet(seed, 200)) <= 200
+    assert len(seed_snippet("def f():\n" + "    x = 1\n" * 40, 10_000).splitlines()) == synth.SNIPPET_LINES
+
+
+# --------------------------------------------------------------------------- staged completion parts
+def test_longest_parsable_prefix_cuts_at_the_last_line_that_parses():
+    code = "def f(x):\n    return x + 1\n\nassert f(1) == 2\nassert f(2) ==\nmore prose"
+    assert synth.longest_parsable_prefix(code) == "def f(x):\n    return x + 1\n\nassert f(1) == 2\n"
+    assert synth.longest_parsable_prefix("def f(:\n") == ""
+    assert synth.longest_parsable_prefix("x = 1") == "x = 1"
+
+
+def test_problem_solution_and_tests_parts():
+    assert synth.problem_part(' Sum a list.\n\nMore.""" junk') == "Sum a list."
+    assert synth.problem_part("  \n") is None
+    assert synth.solution_part(" total(xs):\n    return sum(xs)\n\n\n\nprint(1)") == (
+        "def total(xs):\n    return sum(xs)\n", "total")
+    assert synth.solution_part("\n(broken") is None
+    tests = synth.tests_part("[1, 2]) == 3\nassert total([]) == 0\nassert total([1]) ==\n\nprose", "total")
+    assert tests == ["assert total([1, 2]) == 3", "assert total([]) == 0"]
+    multi = synth.tests_part("\n    [1, 2]\n) == 3\nassert total([1, 2]) == 3\nx = 1\nassert total([4]) == 4\n", "total")
+    assert multi == ["assert total(\n    [1, 2]\n) == 3", "assert total([4]) == 4"]  # statements, deduplicated
+    assert len(synth.tests_part("[]) == 0\n" + "".join(f"assert total([{i}]) == {i}\n" for i in range(9)),
+                                "total")) == synth.MAX_TESTS
+    code = synth.assemble("Sum a list.", "def total(xs):\n    return sum(xs)\n", tests)
+    assert code.startswith('"""Sum a list."""\n') and code.endswith("assert total([]) == 0\n")
+
+
+def test_stage_budgets_sum_to_max_new_tokens():
+    assert sum(synth.stage_budgets(320)) == 320 and sum(synth.stage_budgets(160)) == 160
 
 
 def test_render_prompt_applies_the_chat_template_and_opens_the_answer():
@@ -143,18 +172,23 @@ def test_select_seeds_prefers_python_then_score():
 # --------------------------------------------------------------------------- the stage, with a stub generator
 def test_synthesize_with_a_stub_generator_dedups_records_and_resumes(tmp_path, monkeypatch):
     """Generation is stubbed (the real generator is the slow test below); extraction, validation, outputs are real."""
-    # what the generator writes after ASSISTANT_PREFIX ('```python\n"""')
+    # what the generator writes at each stage: problem (after '"""'), solution (after 'def'), tests
+    good_solution = " largest_even(numbers):\n    evens = [n for n in numbers if n % 2 == 0]\n" \
+                    "    return max(evens) if evens else None\n\n\n"
+    good_tests = "[1, 2, 3, 8, 5]) == 8\nassert largest_even([1, 3]) is None\nassert largest_even([]) is None\n\n"
     answers = {
-        "s1": GOOD[3:] + "```",
-        "s2": GOOD[3:] + "```\nSame file again: a duplicate.",
-        "s3": 'Bad."""\n\ndef f():\n    return 1\n\n\nassert f() == 2\n```',
-        "s4": "never closed",
+        "s1": ["Return the largest even number in a list, or None when there is none.\"\"\"", good_solution, good_tests],
+        "s2": ["Return the largest even number in a list, or None when there is none.", good_solution, good_tests],
+        "s3": ['Bad."""', " f():\n    return 1\n", ") == 2\n"],
+        "s4": ["Fine.", "\n(never a function", ""],
     }
     calls = []
 
     def fake_generate_with(model, tok, prompts, **kwargs):
-        calls.append(len(prompts))
-        return [(answers[p.split("SEED:")[1][:2]], 7) for p in prompts]
+        stage = [synth.STOPS_PROBLEM, synth.STOPS_SOLUTION, synth.STOPS_TESTS].index(kwargs["stops"])
+        if stage == 0:
+            calls.append(len(prompts))
+        return [(answers[p.split("SEED:")[1][:2]][stage], 7) for p in prompts]
 
     monkeypatch.setattr(synth, "load_generator", lambda name: (object(), object()))
     monkeypatch.setattr(synth, "render_prompt", lambda tok, messages: messages[-1]["content"])
@@ -171,8 +205,8 @@ def test_synthesize_with_a_stub_generator_dedups_records_and_resumes(tmp_path, m
     assert calls == [3, 1]
     assert m.stage == "synthesize"
     assert m.counts["generated"] == 4 and m.counts["kept"] == 1 and m.counts["rejected"] == 3
-    assert m.counts["tokens_generated"] == 28
-    assert m.stats["rejected_by_reason"] == {"duplicate": 1, "tests-failed": 1, "unclosed-block": 1}
+    assert m.counts["tokens_generated"] == 7 * 3 * 3 + 7 * 2
+    assert m.stats["rejected_by_reason"] == {"duplicate": 1, "tests-failed": 1, "no-solution": 1}
     kept = storage.read_shards(m.shard_uris("docs"))
     assert list(kept.columns) == storage.DOC_COLUMNS
     assert kept["path"].tolist() == ["synthetic/s1-0.py"] and kept["repo"].tolist() == ["synthetic"]
@@ -180,7 +214,7 @@ def test_synthesize_with_a_stub_generator_dedups_records_and_resumes(tmp_path, m
     assert kept["content"].iloc[0] == GOOD
     records = storage.read_jsonl(m.uris["generations"])
     assert [(r["seed_doc_id"], r["kept"], r["reason"].split(":")[0]) for r in records] == [
-        ("s1", True, "ok"), ("s2", False, "duplicate"), ("s3", False, "tests-failed"), ("s4", False, "unclosed-block")]
+        ("s1", True, "ok"), ("s2", False, "duplicate"), ("s3", False, "tests-failed"), ("s4", False, "no-solution")]
 
     # resume: a run killed after the first batch (3 records, last line torn) only generates the missing seed
     lines = storage.read_text(m.uris["generations"]).splitlines()
