@@ -30,6 +30,7 @@ def phase3_flow(config: PipelineConfig, parent: Tracking, alpha: PhaseResult, be
     tokens = steps.pack_task(
         "pack-final", tokenizer_dir, sources, out("tokens"), config.train.order, config.seed + 2,
         total_tokens=config.train.final.tokens if len(sources) > 1 else None, handle=run,
+        max_repeat=config.train.final.max_repeat,
     )
     heldout = alpha.manifests["heldout"].uris["tokens"]
     trained, evaluated = train_and_evaluate(

@@ -109,6 +109,10 @@ class PhaseTrainConfig(_Base):
     grad_clip: float = 1.0
     eval_every: int = Field(0, ge=0, description="Validation loss every N steps (0 = only at the end).")
     repeat: int = Field(1, ge=1, description="Times the phase's data is repeated (paper phase 2: 4).")
+    max_repeat: int = Field(
+        4, ge=1, description="In a weighted mixture, no source is repeated more than this many times; the tokens a "
+        "small source cannot fill go to the others (so a handful of synthetic files is not upsampled 100x).",
+    )
 
 
 class TrainConfig(_Base):

@@ -110,6 +110,7 @@ def pack_task(
     repeat: int = 1,
     total_tokens: int | None = None,
     handle: Tracking | None = None,
+    max_repeat: int | None = None,
 ) -> Manifest:
     from tasks.tokenize import pack
 
@@ -117,7 +118,8 @@ def pack_task(
         stage,
         handle,
         out_dir,
-        lambda: pack(tokenizer_dir, sources, out_dir, order=order, seed=seed, repeat=repeat, total_tokens=total_tokens),
+        lambda: pack(tokenizer_dir, sources, out_dir, order=order, seed=seed, repeat=repeat, total_tokens=total_tokens,
+                     max_repeat=max_repeat),
     )
 
 

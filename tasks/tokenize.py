@@ -199,6 +199,33 @@ def _tokenize_source(tok, uris: list[str], eos_id: int, dtype: np.dtype) -> tupl
     return docs.drop(columns=["content"]), arrays, {"encode_seconds": seconds, "bytes": n_bytes}
 
 
+def mixture_budgets(total: int, weights: list[float], unique: list[int], max_repeat: int | None = None) -> list[int]:
+    """Tokens each source contributes to a `total`-token mixture: proportional to its weight, but never more than
+    `max_repeat` x its unique tokens; what a capped source cannot fill is shared among the others by weight. The sum
+    is below `total` only when every source is capped."""
+    if len(weights) != len(unique):
+        raise ValueError("weights and unique token counts differ in length")
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise UserError(f"pack: source weights must be >= 0 and sum to > 0, got {weights}")
+    caps = [float("inf") if max_repeat is None else max_repeat * u for u in unique]
+    budgets = [0.0] * len(weights)
+    open_ = [i for i, w in enumerate(weights) if w > 0]
+    remaining = float(total)
+    while open_ and remaining > 0.5:
+        wsum = sum(weights[i] for i in open_)
+        share = {i: remaining * weights[i] / wsum for i in open_}
+        capped = [i for i in open_ if budgets[i] + share[i] >= caps[i]]
+        if not capped:
+            for i in open_:
+                budgets[i] += share[i]
+            break
+        for i in capped:  # fill the capped sources to their cap, then share what is left among the rest
+            remaining -= caps[i] - budgets[i]
+            budgets[i] = caps[i]
+        open_ = [i for i in open_ if i not in capped]
+    return [int(round(b)) for b in budgets]
+
+
 def pack(
     tokenizer_dir: str,
     sources: list[tuple[list[str], float]],
@@ -208,6 +235,7 @@ def pack(
     seed: int,
     repeat: int = 1,
     total_tokens: int | None = None,
+    max_repeat: int | None = None,
 ) -> Manifest:
     """Tokenize and pack documents into `<out_dir>/tokens.bin` + `meta.json`.
 
@@ -215,7 +243,8 @@ def pack(
     (paper phase 2: the top-quality tokens repeated 4x, Table 6). Otherwise every source contributes
     weight / sum(weights) * total_tokens tokens, cycling through its documents (re-ordered each cycle) and cutting
     the last document at the budget (phase 3: synthetic + high-quality mixture). With several sources and no
-    total_tokens the budget is repeat * (all sources' tokens).
+    total_tokens the budget is repeat * (all sources' tokens). `max_repeat` caps how often any source is cycled
+    (see mixture_budgets).
     """
     from transformers import AutoTokenizer
 
@@ -249,10 +278,11 @@ def pack(
         budgets = [None]
     else:
         total = total_tokens if total_tokens is not None else repeat * unique_tokens
-        wsum = sum(w for _, _, w in tokenized)
-        if wsum <= 0:
-            raise UserError("pack: source weights sum to 0")
-        budgets = [int(round(total * w / wsum)) for _, _, w in tokenized]
+        budgets = mixture_budgets(total, [w for _, _, w in tokenized],
+                                  [int(sum(len(a) for a in arrays)) for _, arrays, _ in tokenized], max_repeat)
+        if sum(budgets) < total:
+            log.warning("pack: every source hit max_repeat=%s; the mixture has %d of the %d tokens asked for",
+                        max_repeat, sum(budgets), total)
 
     per_language: dict[str, int] = {}
     per_source: dict[str, int] = {}

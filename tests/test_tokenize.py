@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 
 from snowcoder import storage
 from snowcoder.config import TokenizerConfig, UserError
-from tasks.tokenize import EOS, FIM, PAD, order_documents, pack, train_tokenizer
+from tasks.tokenize import mixture_budgets, EOS, FIM, PAD, order_documents, pack, train_tokenizer
 
 
 def python_text(i: int) -> str:
@@ -138,6 +138,31 @@ def test_pack_two_sources_respects_weights(tok_dir, tmp_path):
     share = meta["per_source"]["0"] / len(tokens)
     assert abs(share - 0.3) < 0.03  # the small source is cycled to reach its share
     assert meta["per_source"]["0"] > meta["sources"][0]["unique_tokens"]
+
+
+def test_mixture_budgets_cap_small_sources_and_redistribute():
+    # proportional when nothing is capped
+    assert mixture_budgets(1000, [0.5, 0.5], [10_000, 10_000], max_repeat=4) == [500, 500]
+    # a 50-token synthetic source at weight 0.5 may fill only 4 x 50; the rest goes to the big source
+    assert mixture_budgets(1000, [0.5, 0.5], [50, 10_000], max_repeat=4) == [200, 800]
+    # three sources: the capped one's shortfall is shared among the others by weight
+    assert mixture_budgets(1000, [0.5, 0.3, 0.2], [10, 10_000, 10_000], max_repeat=2) == [20, 588, 392]
+    # all capped: the mixture is shorter than asked, never repeated beyond the cap
+    assert mixture_budgets(1000, [1, 1], [100, 100], max_repeat=2) == [200, 200]
+    # no cap: the weights alone decide
+    assert mixture_budgets(1000, [0.5, 0.5], [50, 10_000]) == [500, 500]
+    with pytest.raises(UserError):
+        mixture_budgets(1000, [0, 0], [1, 1])
+
+
+def test_pack_caps_repetition_of_a_small_source(tok_dir, tmp_path):
+    small = write_source(tmp_path, make_docs(2, prefix="s"), "synthetic")
+    big = write_source(tmp_path, make_docs(80, prefix="b"), "hq")
+    m = pack(tok_dir, [(small, 0.5), (big, 0.5)], str(tmp_path / "mix"), order="language-repo", seed=1,
+             total_tokens=4000, max_repeat=3)
+    tokens, meta = read_tokens(str(tmp_path / "mix"))
+    assert meta["per_source"]["0"] == 3 * meta["sources"][0]["unique_tokens"]
+    assert abs(len(tokens) - 4000) <= 2 and m.counts["n_tokens"] == len(tokens)
 
 
 def test_pack_rejects_empty_source(tok_dir, tmp_path):
