@@ -7,6 +7,27 @@ from snowcoder.manifest import Manifest
 from snowcoder.tracking import Tracking
 
 
+# Where a run may stop, in DAG order (deployments of single phases stop early; finished stages are reused).
+STOPS = ("data", "train-alpha", "eval-alpha", "annotate", "train-beta", "eval-beta",
+         "synthesize", "train-final", "eval-final")
+
+
+def reached(until: str | None, stop: str) -> bool:
+    """True when a run asked to stop at `until` has done everything up to and including `stop`."""
+    return until is not None and STOPS.index(stop) >= STOPS.index(until)
+
+
+def prefect_tags() -> dict[str, str]:
+    """MLflow tags that link a run back to the Prefect flow run that made it (id, name, UI URL when a server has one)."""
+    from prefect.runtime import flow_run
+    from prefect.settings import PREFECT_UI_URL
+
+    tags = {"prefect.flow_run_id": str(flow_run.id or ""), "prefect.flow_run_name": str(flow_run.name or "")}
+    if flow_run.id and PREFECT_UI_URL.value():
+        tags["prefect.flow_run_url"] = flow_run.ui_url
+    return tags
+
+
 class PhaseResult(BaseModel):
     phase: str = Field(description="alpha | beta | final")
     manifests: dict[str, Manifest] = Field(default_factory=dict, description="Stage name -> manifest.")
@@ -14,14 +35,19 @@ class PhaseResult(BaseModel):
     seconds: float = 0.0
 
     @property
-    def checkpoint(self) -> str:
-        return self.manifests["train"].uris["checkpoint"]
+    def checkpoint(self) -> str | None:
+        return self.manifests["train"].uris["checkpoint"] if "train" in self.manifests else None
+
+    def stages(self) -> dict[str, str]:
+        """Stage -> 'ran' or 'reused' (finished in an earlier run with the same inputs, config and code)."""
+        return {name: "reused" if m.reused else "ran" for name, m in self.manifests.items()}
 
     def row(self) -> dict:
         """One line of the summary table."""
-        train = self.manifests["train"].counts
-        ev = self.manifests["eval"].counts
-        tokens = self.manifests["tokens"].counts
+        empty = Manifest(stage="")
+        train = self.manifests.get("train", empty).counts
+        ev = self.manifests.get("eval", empty).counts
+        tokens = self.manifests.get("tokens", empty).counts
         return {
             "phase": self.phase,
             "docs": int(tokens.get("unique_docs", tokens.get("n_docs", 0))),
@@ -33,27 +59,30 @@ class PhaseResult(BaseModel):
             "checkpoint": self.checkpoint,
             "mlflow_run_id": self.mlflow_run_id,
             "seconds": round(self.seconds, 1),
+            "stages": self.stages(),
         }
 
 
 def train_and_evaluate(
-    config, phase: str, tokenizer_dir: str, tokens_uri: str, heldout_uri: str, init_from: str | None,
-    out_dir: str, seed: int, run: Tracking,
-) -> tuple[Manifest, Manifest]:
-    """The tail every phase shares: train (accelerate subprocess) on packed tokens, then evaluate the checkpoint."""
+    config, phase: str, manifests: dict[str, Manifest], tokenizer_dir: str, heldout_uri: str, init_from: str | None,
+    out_dir: str, seed: int, run: Tracking, until: str | None,
+) -> None:
+    """The tail every phase shares: train (accelerate subprocess) on manifests["tokens"], then evaluate the
+    checkpoint; adds "train" and "eval" to `manifests`, stopping where `until` says."""
     from snowcoder import storage
     from tasks import steps
 
     phase_cfg = getattr(config.train, phase)
-    trained = steps.train_task(
-        phase, config.model, phase_cfg, config.train, tokenizer_dir, tokens_uri, heldout_uri, init_from,
-        storage.join(out_dir, "train"), seed, run,
+    manifests["train"] = steps.train_task(
+        phase, config.model, phase_cfg, config.train, tokenizer_dir, manifests["tokens"].uris["tokens"], heldout_uri,
+        init_from, storage.join(out_dir, "train"), seed, run,
     )
-    evaluated = steps.eval_task(
-        phase, config.eval, trained.uris["checkpoint"], heldout_uri, config.model.seq_len,
+    if reached(until, f"train-{phase}"):
+        return
+    manifests["eval"] = steps.eval_task(
+        phase, config.eval, manifests["train"].uris["checkpoint"], heldout_uri, config.model.seq_len,
         storage.join(out_dir, "eval"), run,
     )
-    return trained, evaluated
 
 
-__all__ = ["PhaseResult", "Tracking", "train_and_evaluate"]
+__all__ = ["STOPS", "PhaseResult", "Tracking", "prefect_tags", "reached", "train_and_evaluate"]

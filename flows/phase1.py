@@ -5,45 +5,43 @@ import time
 
 from prefect import flow
 
-from flows.common import PhaseResult, train_and_evaluate
+from flows.common import PhaseResult, prefect_tags, reached, train_and_evaluate
 from snowcoder import storage, tracking
 from snowcoder.config import PipelineConfig
+from snowcoder.manifest import Manifest
 from snowcoder.tracking import Tracking
 from tasks import steps
 
 
-@flow(name="phase1-alpha", log_prints=True)
-def phase1_flow(config: PipelineConfig, parent: Tracking) -> PhaseResult:
-    t0 = time.perf_counter()
+def data_stages(config: PipelineConfig, run: Tracking | None) -> dict[str, Manifest]:
+    """The phase-1 data: every stage reads the previous stage's manifest and writes under <run root>/phase1/."""
     out = lambda stage: storage.join(config.run_root, "phase1", stage)  # noqa: E731
-    run = tracking.start_child(parent, "phase1-alpha", tags={"snowcoder.phase": "alpha"})
-
-    crawled = steps.crawl_task(config.data, out("crawl"), run)
-    filtered = steps.filter_task(config.filter, crawled, out("filter"), run)
-    deduped = steps.dedup_task(config.dedup, filtered, out("dedup"), run)
-    clean = steps.decontam_task(config.decontam, deduped, out("decontaminate"), run)
-    split = steps.split_task(clean, config.data.heldout_fraction, config.seed, out("split"), run)
-
-    tok = steps.tokenizer_task(config.tokenizer, split, out("tokenizer"), run)
-    tokenizer_dir = tok.uris["tokenizer"]
-    train_tokens = steps.pack_task(
-        "pack-train", tokenizer_dir, [(split.shard_uris("train"), 1.0)], out("tokens"),
+    m: dict[str, Manifest] = {}
+    m["crawl"] = steps.crawl_task(config.data, out("crawl"), run)
+    m["filter"] = steps.filter_task(config.filter, m["crawl"], out("filter"), run)
+    m["dedup"] = steps.dedup_task(config.dedup, m["filter"], out("dedup"), run)
+    m["decontaminate"] = steps.decontam_task(config.decontam, m["dedup"], out("decontaminate"), run)
+    m["data"] = steps.split_task(m["decontaminate"], config.data.heldout_fraction, config.seed, out("split"), run)
+    m["tokenizer"] = steps.tokenizer_task(config.tokenizer, m["data"], out("tokenizer"), run)
+    tokenizer_dir = m["tokenizer"].uris["tokenizer"]
+    m["tokens"] = steps.pack_task(
+        "pack-train", tokenizer_dir, [(m["data"].shard_uris("train"), 1.0)], out("tokens"),
         config.train.order, config.seed, handle=run,
     )
-    heldout_tokens = steps.pack_task(
-        "pack-heldout", tokenizer_dir, [(split.shard_uris("heldout"), 1.0)], out("tokens-heldout"),
+    m["heldout"] = steps.pack_task(
+        "pack-heldout", tokenizer_dir, [(m["data"].shard_uris("heldout"), 1.0)], out("tokens-heldout"),
         "random", config.seed, handle=run,
     )
-    trained, evaluated = train_and_evaluate(
-        config, "alpha", tokenizer_dir, train_tokens.uris["tokens"], heldout_tokens.uris["tokens"], None,
-        storage.join(config.run_root, "phase1"), config.seed, run,
-    )
-    tracking.finish(run)
-    return PhaseResult(
-        phase="alpha",
-        manifests={"crawl": crawled, "filter": filtered, "dedup": deduped, "decontaminate": clean, "data": split,
-                   "tokenizer": tok, "tokens": train_tokens, "heldout": heldout_tokens, "train": trained,
-                   "eval": evaluated},
-        mlflow_run_id=run.run_id,
-        seconds=time.perf_counter() - t0,
-    )
+    return m
+
+
+@flow(name="phase1-alpha", log_prints=True)
+def phase1_flow(config: PipelineConfig, parent: Tracking, until: str | None = None) -> PhaseResult:
+    t0 = time.perf_counter()
+    with tracking.scope(tracking.start_child(parent, "phase1-alpha",
+                                             tags={"snowcoder.phase": "alpha", **prefect_tags()})) as run:
+        m = data_stages(config, run)
+        if not reached(until, "data"):
+            train_and_evaluate(config, "alpha", m, m["tokenizer"].uris["tokenizer"], m["heldout"].uris["tokens"], None,
+                               storage.join(config.run_root, "phase1"), config.seed, run, until)
+    return PhaseResult(phase="alpha", manifests=m, mlflow_run_id=run.run_id, seconds=time.perf_counter() - t0)

@@ -5,42 +5,37 @@ import time
 
 from prefect import flow, get_run_logger
 
-from flows.common import PhaseResult, train_and_evaluate
+from flows.common import PhaseResult, prefect_tags, reached, train_and_evaluate
 from snowcoder import storage, tracking
 from snowcoder.config import PipelineConfig
+from snowcoder.manifest import Manifest
 from snowcoder.tracking import Tracking
 from tasks import steps
 
 
 @flow(name="phase3-final", log_prints=True)
-def phase3_flow(config: PipelineConfig, parent: Tracking, alpha: PhaseResult, beta: PhaseResult) -> PhaseResult:
+def phase3_flow(config: PipelineConfig, parent: Tracking, alpha: PhaseResult, beta: PhaseResult,
+                until: str | None = None) -> PhaseResult:
     t0 = time.perf_counter()
     out = lambda stage: storage.join(config.run_root, "phase3", stage)  # noqa: E731
-    run = tracking.start_child(parent, "phase3-final", tags={"snowcoder.phase": "final"})
-    selected = beta.manifests["select"]
-
-    synthetic = steps.synth_task(config.synth, selected, config.decontam, out("synthesize"), run)
-    sources = [(selected.shard_uris("docs"), 1.0 - config.synth.synthetic_weight)]
-    if synthetic.counts.get("kept", 0) > 0:
-        sources.insert(0, (synthetic.shard_uris("docs"), config.synth.synthetic_weight))
-    else:
-        get_run_logger().warning("no synthetic file passed validation: phase 3 trains on the phase-2 data alone")
-        sources = [(selected.shard_uris("docs"), 1.0)]
-    tokenizer_dir = alpha.manifests["tokenizer"].uris["tokenizer"]
-    tokens = steps.pack_task(
-        "pack-final", tokenizer_dir, sources, out("tokens"), config.train.order, config.seed + 2,
-        total_tokens=config.train.final.tokens if len(sources) > 1 else None, handle=run,
-        max_repeat=config.train.final.max_repeat,
-    )
-    heldout = alpha.manifests["heldout"].uris["tokens"]
-    trained, evaluated = train_and_evaluate(
-        config, "final", tokenizer_dir, tokens.uris["tokens"], heldout, beta.checkpoint,
-        storage.join(config.run_root, "phase3"), config.seed + 2, run,
-    )
-    tracking.finish(run)
-    return PhaseResult(
-        phase="final",
-        manifests={"synthesize": synthetic, "data": synthetic, "tokens": tokens, "train": trained, "eval": evaluated},
-        mlflow_run_id=run.run_id,
-        seconds=time.perf_counter() - t0,
-    )
+    with tracking.scope(tracking.start_child(parent, "phase3-final",
+                                             tags={"snowcoder.phase": "final", **prefect_tags()})) as run:
+        selected = beta.manifests["select"]
+        m: dict[str, Manifest] = {}
+        m["synthesize"] = m["data"] = steps.synth_task(config.synth, selected, config.decontam, out("synthesize"), run)
+        sources = [(selected.shard_uris("docs"), 1.0 - config.synth.synthetic_weight)]
+        if m["synthesize"].counts.get("kept", 0) > 0:
+            sources.insert(0, (m["synthesize"].shard_uris("docs"), config.synth.synthetic_weight))
+        else:
+            get_run_logger().warning("no synthetic file passed validation: phase 3 trains on the phase-2 data alone")
+            sources = [(selected.shard_uris("docs"), 1.0)]
+        tokenizer_dir = alpha.manifests["tokenizer"].uris["tokenizer"]
+        m["tokens"] = steps.pack_task(
+            "pack-final", tokenizer_dir, sources, out("tokens"), config.train.order, config.seed + 2,
+            total_tokens=config.train.final.tokens if len(sources) > 1 else None, handle=run,
+            max_repeat=config.train.final.max_repeat,
+        )
+        if not reached(until, "synthesize"):
+            train_and_evaluate(config, "final", m, tokenizer_dir, alpha.manifests["heldout"].uris["tokens"],
+                               beta.checkpoint, storage.join(config.run_root, "phase3"), config.seed + 2, run, until)
+    return PhaseResult(phase="final", manifests=m, mlflow_run_id=run.run_id, seconds=time.perf_counter() - t0)

@@ -7,13 +7,13 @@ import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.runtime import flow_run
 
+from flows.common import STOPS, prefect_tags, reached
 from flows.phase1 import phase1_flow
 from flows.phase2 import phase2_flow
 from flows.phase3 import phase3_flow
 from snowcoder import storage, tracking
-from snowcoder.config import PipelineConfig
+from snowcoder.config import PipelineConfig, UserError
 from snowcoder.summary import build_summary
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -28,8 +28,11 @@ def _git_sha() -> str:
 
 
 @flow(name="snowcoder-pipeline", log_prints=True)
-def pipeline(config: PipelineConfig) -> dict:
-    """Run all three phases; returns the summary (also written to <run root>/summary.json)."""
+def pipeline(config: PipelineConfig, until: str | None = None) -> dict:
+    """Run all three phases (or stop after `until`, one of flows.common.STOPS); returns the summary (also written to
+    <run root>/summary.json). Stages that finished in an earlier run with the same inputs, config and code are reused."""
+    if until is not None and until not in STOPS:
+        raise UserError(f"unknown stop {until!r}; choose one of: {', '.join(STOPS)}")
     t0 = time.perf_counter()
     log = get_run_logger()
     digest = config.digest()
@@ -37,32 +40,32 @@ def pipeline(config: PipelineConfig) -> dict:
                        {"digest": digest, "config": config.model_dump(mode="json")})
     parent = tracking.start_parent(
         config.run_root,
-        run_name=f"pipeline-{config.preset}",
-        tags={"prefect.flow_run_id": str(flow_run.id or ""), "prefect.flow_run_name": str(flow_run.name or ""),
-              "snowcoder.config_digest": digest, "snowcoder.preset": config.preset, "git_sha": _git_sha(),
-              "snowcoder.run_root": config.run_root, "host": platform.node()},
+        run_name=f"pipeline-{config.preset}" + (f"-until-{until}" if until else ""),
+        tags={**prefect_tags(), "snowcoder.config_digest": digest, "snowcoder.preset": config.preset,
+              "git_sha": _git_sha(), "snowcoder.run_root": config.run_root, "host": platform.node(),
+              "snowcoder.until": until or "eval-final"},
         params={"preset": config.preset, "config_digest": digest, "run_root": config.run_root},
     )
     tracking.log_dict(parent, config.model_dump(mode="json"), "config.json")
     log.info("MLflow parent run %s (%s)", parent.run_id, parent.tracking_uri)
-    try:
-        alpha = phase1_flow(config, parent)
-        beta = phase2_flow(config, parent, alpha)
-        final = phase3_flow(config, parent, alpha, beta)
-    except BaseException:
-        tracking.finish(parent, status="FAILED")
-        raise
-    phases = [alpha, beta, final]
-    for i, phase in enumerate(phases):  # side-by-side comparison on the parent run
-        ev = phase.manifests["eval"].counts
-        tracking.log_metrics(parent, {f"{phase.phase}.humaneval_pass@1": ev.get("humaneval_pass@1", float("nan")),
-                                      f"{phase.phase}.heldout_loss": ev.get("heldout_loss", float("nan"))})
-        tracking.log_metrics(parent, {"humaneval_pass@1": ev.get("humaneval_pass@1", float("nan")),
-                                      "heldout_loss": ev.get("heldout_loss", float("nan"))}, step=i)
-    summary = build_summary(config, parent, phases, seconds=time.perf_counter() - t0)
-    summary_uri = storage.join(config.run_root, "summary.json")
-    storage.write_json(summary_uri, summary)
-    tracking.log_dict(parent, summary, "summary.json")
-    tracking.finish(parent)
+    with tracking.scope(parent):
+        phases = [phase1_flow(config, parent, until)]
+        if not reached(until, "eval-alpha"):
+            phases.append(phase2_flow(config, parent, phases[0], until))
+        if not reached(until, "eval-beta"):
+            phases.append(phase3_flow(config, parent, phases[0], phases[1], until))
+        for i, phase in enumerate(phases):  # side-by-side comparison on the parent run
+            if "eval" not in phase.manifests:
+                continue
+            ev = phase.manifests["eval"].counts
+            tracking.log_metrics(parent, {f"{phase.phase}.humaneval_pass@1": ev.get("humaneval_pass@1", float("nan")),
+                                          f"{phase.phase}.heldout_loss": ev.get("heldout_loss", float("nan"))})
+            tracking.log_metrics(parent, {"humaneval_pass@1": ev.get("humaneval_pass@1", float("nan")),
+                                          "heldout_loss": ev.get("heldout_loss", float("nan"))}, step=i)
+        summary = build_summary(config, parent, phases, seconds=time.perf_counter() - t0)
+        summary["until"] = until or "eval-final"
+        summary_uri = storage.join(config.run_root, "summary.json")
+        storage.write_json(summary_uri, summary)
+        tracking.log_dict(parent, summary, "summary.json")
     summary["summary_uri"] = summary_uri
     return summary

@@ -11,14 +11,20 @@ The spec is plain JSON (written by tasks/train.py; this package imports neither 
     init_from        HF checkpoint directory to continue from (phases 2 and 3), or null (phase 1, from scratch)
     out_dir          local directory: metrics.jsonl, result.json, checkpoint/
     seed, mixed_precision ("auto" = bf16 on CUDA, fp32 elsewhere), max_val_batches, log_every (optional)
+    checkpoint_every_s, checkpoint_every_steps   resume checkpoints in out_dir/resume (optional; 0 = off)
+    watch_pid        exit when this process (the orchestrator) is gone, so no orphan trainer outlives a killed run
     phase            {tokens, batch_size, grad_accum, lr, min_lr, warmup_steps, schedule, weight_decay, grad_clip,
                       eval_every}
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
+import os
+import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -95,6 +101,64 @@ def evaluate(model, accelerator: Accelerator, data: TokenWindows, batch_size: in
     return (total[0] / total[1]).item()
 
 
+def resume_digest(spec: dict, train_meta: dict, world_size: int) -> str:
+    """What a resume checkpoint must match to be continued: the model, the phase settings, the seed, the data and the
+    world size (not paths, which differ between attempts)."""
+    keep = {k: spec.get(k) for k in ("model", "phase", "seed", "mixed_precision", "init_from_digest")}
+    keep.update(world_size=world_size, data={k: train_meta.get(k) for k in ("n_tokens", "n_docs", "dtype", "seed")})
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def save_resume(accelerator: Accelerator, out_dir: Path, step: int, digest: str) -> None:
+    """Model, optimizer and RNG states (accelerate save_state) + the step, written to resume.tmp then renamed, so a
+    kill mid-save leaves the previous resume checkpoint intact."""
+    tmp, final = out_dir / "resume.tmp", out_dir / "resume"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp / "state"))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / "step.json").write_text(json.dumps({"step": step, "digest": digest}))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    accelerator.wait_for_everyone()
+
+
+def load_resume(accelerator: Accelerator, out_dir: Path, digest: str) -> int:
+    """The step to continue from (0 = start); restores the states when a matching resume checkpoint exists."""
+    marker = out_dir / "resume" / "step.json"
+    if not marker.is_file():
+        return 0
+    saved = json.loads(marker.read_text())
+    if saved.get("digest") != digest:
+        accelerator.print(f"resume checkpoint in {marker.parent} is for other settings: starting over")
+        return 0
+    accelerator.load_state(str(out_dir / "resume" / "state"))
+    return int(saved["step"])
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Keep the metric rows up to `step` (a resumed run re-logs what came after its checkpoint)."""
+    if not path.is_file():
+        path.write_text("")
+        return
+    rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+    path.write_text("".join(r + "\n" for r in rows))
+
+
+def _orchestrator_gone(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+        return False
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+
+
 def train(spec: dict) -> dict:
     phase = spec["phase"]
     out_dir = Path(spec["out_dir"])
@@ -131,13 +195,19 @@ def train(spec: dict) -> dict:
     optimizer = configure_optimizer(model, phase["lr"], phase["weight_decay"])
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
-    batches = batch_indices(len(train_data), batch_size, seed=spec["seed"], rank=accelerator.process_index,
-                            world_size=world)
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    digest = resume_digest(spec, train_data.meta, world)
+    start_step = load_resume(accelerator, out_dir, digest)
+    if start_step:
+        say(f"resumed from {out_dir / 'resume'} at step {start_step}/{total_steps}")
+    batches = batch_indices(len(train_data), batch_size, seed=spec["seed"], rank=accelerator.process_index,
+                            world_size=world, skip_batches=start_step * grad_accum)
     metrics_path = out_dir / "metrics.jsonl"
     if master:
-        metrics_path.write_text("")
+        _truncate_metrics(metrics_path, start_step)
+    ckpt_every_s, ckpt_every_steps = spec.get("checkpoint_every_s", 0), spec.get("checkpoint_every_steps", 0)
+    watch_pid = spec.get("watch_pid")
 
     def log_row(row: dict) -> None:
         if master:
@@ -147,10 +217,14 @@ def train(spec: dict) -> dict:
     log_every = spec.get("log_every") or max(1, min(10, total_steps // 20))
     eval_every, max_val = phase.get("eval_every", 0), spec.get("max_val_batches", 20)
     schedule = dict(schedule=phase["schedule"], lr=phase["lr"], min_lr=phase["min_lr"], warmup_steps=phase["warmup_steps"])
-    t_start = t_last = time.perf_counter()
-    tokens_last, loss_sum, val_loss, last_loss = 0, torch.zeros((), device=accelerator.device), None, float("nan")
-    steps_since_log, eval_seconds = 0, 0.0
-    for step in range(total_steps):
+    t_start = t_last = t_ckpt = time.perf_counter()
+    tokens_last = start_step * tokens_per_step
+    loss_sum, val_loss, last_loss = torch.zeros((), device=accelerator.device), None, float("nan")
+    steps_since_log, eval_seconds, ckpt_step = 0, 0.0, start_step
+    for step in range(start_step, total_steps):
+        if _orchestrator_gone(watch_pid):
+            say(f"orchestrator process {watch_pid} is gone: stopping at step {step} (resume checkpoint at {ckpt_step})")
+            sys.exit(3)
         lr = lr_at(step, total_steps, **schedule)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -180,6 +254,15 @@ def train(spec: dict) -> dict:
             log_row(row)
             say(f"step {done}/{total_steps} | loss {last_loss:.4f} | lr {lr:.2e} | {tok_per_s:,.0f} tok/s | "
                 f"{now - t_start:.1f}s")
+            # resume checkpoints only at logging boundaries (no partial loss sums to carry) and never at the end
+            due = (ckpt_every_steps and done - ckpt_step >= ckpt_every_steps) or \
+                  (ckpt_every_s and time.perf_counter() - t_ckpt >= ckpt_every_s)
+            if due and done < total_steps:
+                t_save = time.perf_counter()
+                save_resume(accelerator, out_dir, done, digest)
+                ckpt_step, t_ckpt = done, time.perf_counter()
+                t_last += t_ckpt - t_save  # keep checkpointing out of the training throughput
+                say(f"step {done}/{total_steps} | resume checkpoint saved in {t_ckpt - t_save:.1f}s")
         if val_data is not None and (done == total_steps or (eval_every and done % eval_every == 0)):
             t_eval = time.perf_counter()
             val_loss = evaluate(model, accelerator, val_data, batch_size, max_val)
@@ -190,16 +273,17 @@ def train(spec: dict) -> dict:
                 say(f"step {done}/{total_steps} | val loss {val_loss:.4f}")
 
     seconds = time.perf_counter() - t_start
-    tokens = total_steps * tokens_per_step
-    tok_per_s = tokens / max(seconds - eval_seconds, 1e-9)
+    tokens = total_steps * tokens_per_step  # of the whole phase; throughput below counts this attempt only
+    tok_per_s = (total_steps - start_step) * tokens_per_step / max(seconds - eval_seconds, 1e-9)
     save_checkpoint(accelerator, model, tok, out_dir / "checkpoint")
     # final_loss: mean training loss over the last logging interval; tok_per_s: training only (no evaluation)
     result = dict(steps=total_steps, tokens=tokens, final_loss=last_loss, val_loss=val_loss, params=n_params,
                   tok_per_s=round(tok_per_s, 1), seconds=round(seconds, 2), eval_seconds=round(eval_seconds, 2),
                   flops_per_token=fpt, model_flops_per_s=round(fpt * tok_per_s, 1), tokens_per_step=tokens_per_step,
-                  world_size=world)
+                  world_size=world, resumed_from_step=start_step)
     if master:
         (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+        shutil.rmtree(out_dir / "resume", ignore_errors=True)  # the phase is done: its checkpoint supersedes it
     say(f"done: {total_steps} steps, {tokens:,} tokens in {seconds:.1f}s ({result['tok_per_s']:,.0f} tok/s), "
         f"final loss {last_loss:.4f}, val loss {val_loss}")
     accelerator.end_training()

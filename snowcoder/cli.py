@@ -1,6 +1,7 @@
 """`snowcoder` command line.
 
-    snowcoder run [--preset tiny] [--config file.yaml] [--run-root URI]
+    snowcoder run [--preset tiny] [--config file.yaml] [--run-root URI] [--until STOP] [--no-reuse]
+    snowcoder stack up|down|status|env               # local Prefect server + MLflow server + S3 store (infra/)
     snowcoder presets
     snowcoder config [--preset P] [--config F]      # print the resolved config and its digest
 """
@@ -61,12 +62,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not ("://" in config.run_root):
         config.run_root = str(Path(config.run_root).resolve())
     preflight(config)
+    if args.no_reuse:
+        os.environ["SNOWCODER_REUSE"] = "0"
     print(f"snowcoder: preset={config.preset} digest={config.digest()} run_root={config.run_root}", flush=True)
 
     from flows.pipeline import pipeline
     from snowcoder.summary import format_table
 
-    summary = pipeline(config)
+    summary = pipeline(config, until=args.until)
     # The local ephemeral Prefect server logs its shutdown at exit; keep the summary path the last thing shown.
     import logging
 
@@ -99,6 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", default=None, help="YAML file overriding any config field")
         p.add_argument("--run-root", default=None, help="local directory or fsspec URL (s3://...) for all outputs")
         p.set_defaults(fn=fn)
+        if name == "run":
+            from flows.common import STOPS
+
+            p.add_argument("--until", choices=STOPS, default=None, help="stop after this stage (default: run everything)")
+            p.add_argument("--no-reuse", action="store_true",
+                           help="run every stage again, even those finished in this run root with the same inputs")
+    p = sub.add_parser("stack", help="the local stack: Prefect server, MLflow server, S3-compatible store")
+    p.add_argument("action", choices=("up", "down", "status", "env"))
+    p.set_defaults(fn=lambda a: __import__("snowcoder.stack", fromlist=["main"]).main([a.action]))
     p = sub.add_parser("presets", help="list the presets")
     p.set_defaults(fn=cmd_presets)
     return parser

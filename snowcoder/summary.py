@@ -21,7 +21,10 @@ def build_summary(config, parent, phases, seconds: float) -> dict[str, Any]:
         },
         "phases": [p.row() for p in phases],
         "data": _data_counts(phases[0]),
-        "synthetic": {k: phases[2].manifests["synthesize"].counts.get(k) for k in ("generated", "kept", "rejected")},
+        "synthetic": {k: phases[2].manifests["synthesize"].counts.get(k) for k in ("generated", "kept", "rejected")}
+        if len(phases) > 2 else {},
+        "reused_stages": sorted(f"{p.phase}/{stage}" for p in phases for stage, how in p.stages().items()
+                                if how == "reused"),
     }
 
 
@@ -56,7 +59,11 @@ def format_table(summary: dict[str, Any]) -> str:
     out = [line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]
     out.append("")
     for p in summary["phases"]:
-        out.append(f"checkpoint {p['phase']:<5}: {p['checkpoint']}")
+        if p["checkpoint"]:
+            out.append(f"checkpoint {p['phase']:<5}: {p['checkpoint']}")
+    if summary.get("reused_stages"):
+        out.append(f"reused {len(summary['reused_stages'])} finished stage(s) from an earlier run in this run root "
+                   "(same inputs, config and code); --no-reuse runs them again")
     ml = summary["mlflow"]
     out.append(f"MLflow: parent run {ml['parent_run_id']} in {ml['tracking_uri']}")
     out.append(f"        open the UI with: {ml['ui']}")

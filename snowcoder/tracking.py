@@ -5,12 +5,14 @@ SQLite database under a local run root (the file store is deprecated in MLflow 3
 """
 from __future__ import annotations
 
+import contextlib
+
 import json
 import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from pydantic import BaseModel
 
@@ -82,6 +84,20 @@ def start_child(parent: Tracking, run_name: str, tags: dict[str, str] | None = N
 
 def finish(handle: Tracking, status: str = "FINISHED") -> None:
     _client(handle.tracking_uri).set_terminated(handle.run_id, status=status)
+
+
+@contextlib.contextmanager
+def scope(handle: Tracking) -> Iterator[Tracking]:
+    """Ends the run FINISHED when the block completes, FAILED when it raises (KILLED on Ctrl-C), never left RUNNING."""
+    try:
+        yield handle
+    except KeyboardInterrupt:
+        finish(handle, status="KILLED")
+        raise
+    except BaseException:
+        finish(handle, status="FAILED")
+        raise
+    finish(handle)
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -123,7 +123,6 @@ def write_stage_outputs(
         stats=stats,
         digest=_content_digest(docs, excluded),
     )
-    manifest.save(storage.join(out_dir, "manifest.json"))
     return manifest
 
 

@@ -70,6 +70,5 @@ def split_heldout(inp: Manifest, fraction: float, seed: int, out_dir: str) -> Ma
         stats={"fraction": fraction, "seed": seed, "shard_docs": shard_docs},
         digest=_digest(train, heldout),
     )
-    manifest.save(storage.join(out_dir, "manifest.json"))
     log.info("split: %d train, %d held-out docs", len(train), len(heldout))
     return manifest

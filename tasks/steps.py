@@ -5,12 +5,23 @@ next to the stage's outputs and returns it. Data never passes through here: only
 """
 from __future__ import annotations
 
+import ast
+import functools
+import hashlib
+import importlib.util
+import inspect
+import json
 import logging
+import os
+import signal
 import time
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed
+from pydantic import BaseModel
 
 from snowcoder import storage, tracking
 from snowcoder.config import (
@@ -29,8 +40,11 @@ from snowcoder.config import (
 from snowcoder.manifest import Manifest
 from snowcoder.tracking import Tracking
 
-# Caching across runs is deliberate work (issue: resume and reuse); until then every task runs.
+# Prefect's own result cache is off: reuse is keyed on content below and persisted next to the outputs (works for
+# any run root, s3:// included, and survives the loss of the Prefect database).
 TASK_OPTS = dict(cache_policy=NO_CACHE, persist_result=False)
+PACKAGES = ("tasks", "model", "snowcoder")
+NOT_CODE = {"snowcoder.config", "snowcoder.manifest", "snowcoder.tracking", "snowcoder.cli", "tasks.steps"}
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
@@ -40,66 +54,193 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
         return logging.getLogger("snowcoder")
 
 
-def record(stage: str, handle: Tracking | None, out_dir: str, run: Callable[[], Manifest]) -> Manifest:
-    """Run a stage, then save its manifest and log its counts (prefixed by stage) to MLflow."""
-    log = _logger()
-    log.info("%s: start -> %s", stage, out_dir)
-    t0 = time.perf_counter()
-    manifest = run()
-    seconds = time.perf_counter() - t0
-    manifest.counts.setdefault("seconds", round(seconds, 3))
-    manifest.save(storage.join(out_dir, "manifest.json"))
-    if handle is not None:
-        tracking.log_metrics(handle, {f"{stage}.{k}": v for k, v in manifest.counts.items()})
-        tracking.log_dict(handle, manifest.model_dump(mode="json"), f"manifests/{stage}.json")
-    shown = ", ".join(f"{k}={v:g}" for k, v in manifest.counts.items() if isinstance(v, (int, float)))
-    log.info("%s: done in %.1fs (%s)", stage, seconds, shown)
-    return manifest
+def reuse_enabled() -> bool:
+    """SNOWCODER_REUSE=0 (or `snowcoder run --no-reuse`) re-runs every stage even when a finished one matches."""
+    return os.environ.get("SNOWCODER_REUSE", "1").lower() not in ("0", "false", "no")
 
 
-@task(name="crawl", **TASK_OPTS)
+@functools.lru_cache(maxsize=None)
+def _module_closure(module: str) -> tuple[tuple[str, str], ...]:
+    """(module, source sha256) of `module` and every module of ours it imports, transitively (AST, lazy imports too).
+    A package named here counts with all its modules. Configs are keyed by value, so snowcoder.config and other
+    bookkeeping modules are left out."""
+    seen: dict[str, str] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen or name in NOT_CODE:
+            continue
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            continue
+        source = Path(spec.origin).read_bytes()
+        seen[name] = hashlib.sha256(source).hexdigest()
+        if name == module and spec.submodule_search_locations:
+            todo += [f"{name}.{p.stem}" for p in Path(spec.origin).parent.glob("*.py") if p.stem != "__init__"]
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import):
+                todo += [a.name for a in node.names if a.name.split(".")[0] in PACKAGES]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
+                    and node.module.split(".")[0] in PACKAGES:
+                todo.append(node.module)  # `from pkg import mod` names a module: take it when it is one
+                todo += [f"{node.module}.{a.name}" for a in node.names
+                         if importlib.util.find_spec(node.module).submodule_search_locations]
+    return tuple(sorted(seen.items()))
+
+
+def code_digest(*modules: str) -> str:
+    """Version of the code that a stage runs: a digest of its modules' sources (not the git SHA, so editing a README
+    or another stage does not invalidate finished work)."""
+    h = hashlib.sha256()
+    for module in modules:
+        for name, sha in _module_closure(module):
+            h.update(f"{name}:{sha}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _keyable(value: Any) -> Any:
+    """What of a stage input decides its output: a manifest by its content digest (or, lacking one, its own cache
+    key) and URIs; a config by its values."""
+    if isinstance(value, Manifest):
+        return {"stage": value.stage, "digest": value.digest or value.cache_key, "uris": value.uris}
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {str(k): _keyable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_keyable(v) for v in value]
+    return value
+
+
+def stage_key(stage: str, inputs: dict[str, Any], code: str) -> str:
+    blob = json.dumps({"stage": stage, "inputs": _keyable(inputs), "code": code}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _finished(marker: str, key: str) -> Manifest | None:
+    if not storage.exists(marker):
+        return None
+    try:
+        done = Manifest.load(marker)
+    except Exception:  # a torn or foreign file is not a finished stage
+        return None
+    return done if done.cache_key == key else None
+
+
+def _log_manifest(stage: str, handle: Tracking | None, manifest: Manifest) -> None:
+    if handle is None:
+        return
+    tracking.log_metrics(handle, {f"{stage}.{k}": v for k, v in manifest.counts.items()})
+    tracking.log_metrics(handle, {f"{stage}.reused": float(manifest.reused)})
+    tracking.log_dict(handle, manifest.model_dump(mode="json"), f"manifests/{stage}.json")
+
+
+def stage_task(name: str, *, label: str | None = None, code: tuple[str, ...] = (),
+               after: Callable[[Manifest, dict[str, Any]], None] | None = None) -> Callable:
+    """Make a stage function (returning a Manifest) a Prefect task that is reused when already finished.
+
+    The key covers the stage's arguments (configs by value, manifests by digest, URIs) and the code version of the
+    `code` modules. `<out_dir>/manifest.json` carrying that key is the stage's commit marker: it is written last, after
+    every output, and removed before a re-run starts, so a run killed mid-stage re-runs that stage from scratch and
+    reuses everything before it. A reused stage finishes in Prefect's `Cached` state and its counts are logged to the
+    current MLflow run again (with `<stage>.reused = 1`). `after(manifest, arguments)` runs in both cases.
+    Calling the result returns the Manifest; `.task` is the Prefect task (for `.submit` / `.map`).
+    """
+    def decorate(fn: Callable[..., Manifest]) -> Callable[..., Manifest]:
+        sig = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def body(*args, **kwargs):
+            bound = sig.bind(*args, **kwargs)
+            bound.apply_defaults()
+            arguments = dict(bound.arguments)
+            handle, out_dir = arguments.get("handle"), arguments["out_dir"]
+            stage = (label or name).format(**arguments)
+            key = stage_key(stage, {k: v for k, v in arguments.items() if k != "handle"}, code_digest(*code))
+            marker = storage.join(out_dir, "manifest.json")
+            log = _logger()
+            done = _finished(marker, key) if reuse_enabled() else None
+            if done is not None:
+                done.reused = True
+                log.info("%s: reused %s (finished earlier with the same inputs, config and code)", stage, out_dir)
+                _log_manifest(stage, handle, done)
+                if after:
+                    after(done, arguments)
+                return Completed(data=done, name="Cached", message=f"reused {marker}")
+            if storage.exists(marker):
+                storage.remove(marker)
+            log.info("%s: start -> %s", stage, out_dir)
+            t0 = time.perf_counter()
+            manifest = fn(*args, **kwargs)
+            if os.environ.get("SNOWCODER_FAILPOINT") == stage:  # fault injection: die with outputs written, uncommitted
+                log.warning("%s: SNOWCODER_FAILPOINT: killing this process with SIGKILL", stage)
+                os.kill(os.getpid(), signal.SIGKILL)
+            seconds = time.perf_counter() - t0
+            manifest.counts.setdefault("seconds", round(seconds, 3))
+            manifest.cache_key = key
+            manifest.save(marker)
+            _log_manifest(stage, handle, manifest)
+            if after:
+                after(manifest, arguments)
+            shown = ", ".join(f"{k}={v:g}" for k, v in manifest.counts.items() if isinstance(v, (int, float)))
+            log.info("%s: done in %.1fs (%s)", stage, seconds, shown)
+            return manifest
+
+        prefect_task = task(name=name, **TASK_OPTS)(body)
+
+        @functools.wraps(fn)
+        def call(*args, **kwargs) -> Manifest:
+            return prefect_task(*args, return_state=True, **kwargs).result()
+
+        call.task = prefect_task
+        return call
+
+    return decorate
+
+
+@stage_task("crawl", code=("tasks.crawl",))
 def crawl_task(cfg: DataConfig, out_dir: str, handle: Tracking | None = None) -> Manifest:
     from tasks.crawl import crawl
 
-    return record("crawl", handle, out_dir, lambda: crawl(cfg, out_dir))
+    return crawl(cfg, out_dir)
 
 
-@task(name="filter", **TASK_OPTS)
+@stage_task("filter", code=("tasks.filters",))
 def filter_task(cfg: FilterConfig, inp: Manifest, out_dir: str, handle: Tracking | None = None) -> Manifest:
     from tasks.filters import filter_docs
 
-    return record("filter", handle, out_dir, lambda: filter_docs(cfg, inp, out_dir))
+    return filter_docs(cfg, inp, out_dir)
 
 
-@task(name="dedup", **TASK_OPTS)
+@stage_task("dedup", code=("tasks.dedup",))
 def dedup_task(cfg: DedupConfig, inp: Manifest, out_dir: str, handle: Tracking | None = None) -> Manifest:
     from tasks.dedup import dedup
 
-    return record("dedup", handle, out_dir, lambda: dedup(cfg, inp, out_dir))
+    return dedup(cfg, inp, out_dir)
 
 
-@task(name="decontaminate", **TASK_OPTS)
+@stage_task("decontaminate", code=("tasks.decontam",))
 def decontam_task(cfg: DecontamConfig, inp: Manifest, out_dir: str, handle: Tracking | None = None) -> Manifest:
     from tasks.decontam import decontaminate
 
-    return record("decontaminate", handle, out_dir, lambda: decontaminate(cfg, inp, out_dir))
+    return decontaminate(cfg, inp, out_dir)
 
 
-@task(name="split-heldout", **TASK_OPTS)
+@stage_task("split", code=("tasks.split",))
 def split_task(inp: Manifest, fraction: float, seed: int, out_dir: str, handle: Tracking | None = None) -> Manifest:
     from tasks.split import split_heldout
 
-    return record("split", handle, out_dir, lambda: split_heldout(inp, fraction, seed, out_dir))
+    return split_heldout(inp, fraction, seed, out_dir)
 
 
-@task(name="train-tokenizer", **TASK_OPTS)
+@stage_task("tokenizer", code=("tasks.tokenize",))
 def tokenizer_task(cfg: TokenizerConfig, inp: Manifest, out_dir: str, handle: Tracking | None = None) -> Manifest:
     from tasks.tokenize import train_tokenizer
 
-    return record("tokenizer", handle, out_dir, lambda: train_tokenizer(cfg, inp.shard_uris("train"), out_dir))
+    return train_tokenizer(cfg, inp.shard_uris("train"), out_dir)
 
 
-@task(name="pack-tokens", **TASK_OPTS)
+@stage_task("pack-tokens", label="{stage}", code=("tasks.tokenize",))
 def pack_task(
     stage: str,
     tokenizer_dir: str,
@@ -114,16 +255,26 @@ def pack_task(
 ) -> Manifest:
     from tasks.tokenize import pack
 
-    return record(
-        stage,
+    return pack(tokenizer_dir, sources, out_dir, order=order, seed=seed, repeat=repeat, total_tokens=total_tokens,
+                max_repeat=max_repeat)
+
+
+def _log_training(manifest: Manifest, args: dict[str, Any]) -> None:
+    """Params and the loss curve of a training phase, on its MLflow run (also when the phase is reused)."""
+    from tasks.train import read_metrics
+
+    handle = args.get("handle")
+    if handle is None:
+        return
+    tracking.log_params(
         handle,
-        out_dir,
-        lambda: pack(tokenizer_dir, sources, out_dir, order=order, seed=seed, repeat=repeat, total_tokens=total_tokens,
-                     max_repeat=max_repeat),
+        {"model": args["model_cfg"].model_dump(mode="json"), "train": args["phase_cfg"].model_dump(mode="json"),
+         "accelerate_config": args["train_cfg"].accelerate_config, "init_from": args["init_from_uri"] or "scratch"},
     )
+    tracking.log_metric_series(handle, read_metrics(manifest.uris["metrics"]))
 
 
-@task(name="train", **TASK_OPTS)
+@stage_task("train", label="train-{phase}", code=("tasks.train", "model"), after=_log_training)
 def train_task(
     phase: str,
     model_cfg: ModelConfig,
@@ -137,32 +288,29 @@ def train_task(
     seed: int,
     handle: Tracking | None = None,
 ) -> Manifest:
-    """Launch `accelerate launch ... -m model.train` as a subprocess; stream its output; log the loss curve."""
-    from tasks.train import read_metrics, run_training
+    """Launch `accelerate launch ... -m model.train` as a subprocess and stream its output. A run killed mid-phase
+    continues from the trainer's last resume checkpoint in out_dir."""
+    from tasks.train import run_training
 
     log = _logger()
-    if handle is not None:
-        tracking.log_params(
-            handle,
-            {"model": model_cfg.model_dump(mode="json"), "train": phase_cfg.model_dump(mode="json"),
-             "accelerate_config": train_cfg.accelerate_config, "init_from": init_from_uri or "scratch"},
-        )
-    manifest = record(
-        f"train-{phase}",
-        handle,
-        out_dir,
-        lambda: run_training(
-            model_cfg, phase_cfg, train_cfg,
-            tokenizer_uri=tokenizer_uri, train_tokens_uri=train_tokens_uri, val_tokens_uri=val_tokens_uri,
-            init_from_uri=init_from_uri, out_dir=out_dir, seed=seed, log=lambda line: log.info("[%s] %s", phase, line),
-        ),
+    return run_training(
+        model_cfg, phase_cfg, train_cfg,
+        tokenizer_uri=tokenizer_uri, train_tokens_uri=train_tokens_uri, val_tokens_uri=val_tokens_uri,
+        init_from_uri=init_from_uri, out_dir=out_dir, seed=seed, log=lambda line: log.info("[%s] %s", phase, line),
     )
-    if handle is not None:
-        tracking.log_metric_series(handle, read_metrics(manifest.uris["metrics"]))
-    return manifest
 
 
-@task(name="evaluate", **TASK_OPTS)
+def _log_evaluation(manifest: Manifest, args: dict[str, Any]) -> None:
+    handle = args.get("handle")
+    if handle is None:
+        return
+    tracking.log_metrics(handle, {k: v for k, v in manifest.counts.items() if k in ("humaneval_pass@1", "heldout_loss")})
+    for name in ("samples", "results"):
+        if name in manifest.uris:
+            tracking.log_file(handle, manifest.uris[name], "eval")
+
+
+@stage_task("evaluate", label="eval-{phase}", code=("tasks.evaluate",), after=_log_evaluation)
 def eval_task(
     phase: str,
     cfg: EvalConfig,
@@ -174,38 +322,27 @@ def eval_task(
 ) -> Manifest:
     from tasks.evaluate import evaluate
 
-    manifest = record(
-        f"eval-{phase}",
-        handle,
-        out_dir,
-        lambda: evaluate(checkpoint_uri, cfg, out_dir, heldout_tokens_uri=heldout_tokens_uri, seq_len=seq_len),
-    )
-    if handle is not None:
-        tracking.log_metrics(handle, {k: v for k, v in manifest.counts.items() if k in ("humaneval_pass@1", "heldout_loss")})
-        for name in ("samples", "results"):
-            if name in manifest.uris:
-                tracking.log_file(handle, manifest.uris[name], "eval")
-    return manifest
+    return evaluate(checkpoint_uri, cfg, out_dir, heldout_tokens_uri=heldout_tokens_uri, seq_len=seq_len)
 
 
-@task(name="annotate", **TASK_OPTS)
+@stage_task("annotate", code=("tasks.annotate",))
 def annotate_task(cfg: AnnotateConfig, docs: Manifest, out_dir: str, seed: int, handle: Tracking | None = None) -> Manifest:
     from tasks.annotate import annotate
 
-    return record("annotate", handle, out_dir, lambda: annotate(cfg, docs, out_dir, seed=seed))
+    return annotate(cfg, docs, out_dir, seed=seed)
 
 
-@task(name="select", **TASK_OPTS)
+@stage_task("select", code=("tasks.annotate",))
 def select_task(cfg: AnnotateConfig, scores: Manifest, docs: Manifest, out_dir: str, handle: Tracking | None = None) -> Manifest:
     from tasks.annotate import select
 
-    return record("select", handle, out_dir, lambda: select(cfg, scores.uris["scores"], docs, out_dir))
+    return select(cfg, scores.uris["scores"], docs, out_dir)
 
 
-@task(name="synthesize", **TASK_OPTS)
+@stage_task("synthesize", code=("tasks.synthesize",))
 def synth_task(
     cfg: SynthConfig, seeds: Manifest, decontam_cfg: DecontamConfig, out_dir: str, handle: Tracking | None = None
 ) -> Manifest:
     from tasks.synthesize import synthesize
 
-    return record("synthesize", handle, out_dir, lambda: synthesize(cfg, seeds, out_dir, decontam_cfg=decontam_cfg))
+    return synthesize(cfg, seeds, out_dir, decontam_cfg=decontam_cfg)

@@ -45,11 +45,15 @@ def launch_command(config_file: Path, spec_path: Path) -> list[str]:
             "-m", "model.train", "--spec", str(spec_path)]
 
 
-def _run_streaming(cmd: list[str], env: dict, timeout_s: float, log: Callable[[str], None]) -> None:
-    """Run cmd in its own process group, stream its merged output to `log`; raise RuntimeError on failure."""
+def _run_streaming(cmd: list[str], env: dict, timeout_s: float, log: Callable[[str], None],
+                   pid_file: Path | None = None) -> None:
+    """Run cmd in its own process group, stream its merged output to `log`; raise RuntimeError on failure.
+    The group id is kept in pid_file while it runs (see _stop_stale_trainer)."""
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, bufsize=1, errors="replace", start_new_session=True)
+    if pid_file is not None:
+        pid_file.write_text(str(proc.pid))
 
     def pump() -> None:
         assert proc.stdout is not None
@@ -70,8 +74,27 @@ def _run_streaming(cmd: list[str], env: dict, timeout_s: float, log: Callable[[s
         _kill_group(proc)
         raise
     reader.join(timeout=30)
+    if pid_file is not None:
+        pid_file.unlink(missing_ok=True)
     if rc != 0:
         raise RuntimeError(f"training failed (exit code {rc}); last output:\n" + "\n".join(tail))
+
+
+def _stop_stale_trainer(pid_file: Path) -> None:
+    """A run killed with SIGKILL cannot stop its trainer (own process group); the trainer notices within a step
+    (watch_pid), but a resumed run must not overlap it: kill a group left in pid_file that still runs model.train."""
+    if not pid_file.is_file():
+        return
+    with contextlib.suppress(ValueError, OSError):
+        pgid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pgid}/cmdline").read_bytes().replace(b"\0", b" ")
+        if b"model.train" in cmdline:
+            os.killpg(pgid, signal.SIGKILL)
+            for _ in range(50):
+                if not Path(f"/proc/{pgid}").exists():
+                    break
+                time.sleep(0.1)
+    pid_file.unlink(missing_ok=True)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -141,11 +164,15 @@ def run_training(
             "tokenizer_dir": tokenizer_dir, "train_tokens": train_dir, "val_tokens": val_dir, "init_from": init_dir,
             "out_dir": str(work), "seed": seed, "phase": phase_cfg.model_dump(mode="json"),
             "mixed_precision": train_cfg.mixed_precision, "max_val_batches": max_val_batches,
+            "init_from_digest": _dir_digest(Path(init_dir)) if init_dir else None,
+            "checkpoint_every_s": train_cfg.checkpoint_every_s, "checkpoint_every_steps": train_cfg.checkpoint_every_steps,
+            "watch_pid": os.getpid(),
         }
         spec_path = work / "spec.json"
         spec_path.write_text(json.dumps(spec, indent=2) + "\n")
-        for stale in ("result.json", "metrics.jsonl"):  # a rerun into the same directory starts clean
-            (work / stale).unlink(missing_ok=True)
+        _stop_stale_trainer(work / "trainer.pid")
+        # a rerun into the same directory starts clean, except for a resume checkpoint (and the metrics it continues)
+        (work / "result.json").unlink(missing_ok=True)
         shutil.rmtree(work / "checkpoint", ignore_errors=True)
 
         env = dict(os.environ)
@@ -155,7 +182,7 @@ def run_training(
         env.update(extra_env or {})
         cmd = launch_command(config_file, spec_path)
         log("launch: " + " ".join(cmd))
-        _run_streaming(cmd, env, train_cfg.timeout_s, log)
+        _run_streaming(cmd, env, train_cfg.timeout_s, log, pid_file=work / "trainer.pid")
 
         result_path = work / "result.json"
         if not result_path.is_file():

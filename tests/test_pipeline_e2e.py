@@ -5,25 +5,39 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def micro_run(tmp_path_factory):
-    base = tmp_path_factory.mktemp("e2e")
-    run_root = base / "run"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+def cli_env(base: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "SNOWCODER_"))}
     env.update(PREFECT_HOME=str(base / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               SNOWCODER_CACHE=os.environ.get("SNOWCODER_CACHE", str(Path.home() / ".cache" / "snowcoder")))
+               SNOWCODER_CACHE=os.environ.get("SNOWCODER_CACHE", str(Path.home() / ".cache" / "snowcoder")), **extra)
+    return env
+
+
+def run_cli(run_root: Path, *args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [sys.executable, "-m", "snowcoder.cli", "run", "--preset", "micro", "--run-root", str(run_root)],
+        [sys.executable, "-m", "snowcoder.cli", "run", "--preset", "micro", "--run-root", str(run_root), *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
     )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-6000:]
-    return run_root, proc
+    if check:
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-6000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("e2e")
+
+
+@pytest.fixture(scope="module")
+def micro_run(base_dir):
+    run_root = base_dir / "run"
+    return run_root, run_cli(run_root, env=cli_env(base_dir))
 
 
 def test_last_line_names_summary_with_three_phases(micro_run):
@@ -77,3 +91,97 @@ def test_checkpoints_load_and_generate(micro_run):
             out = model.generate(**ids, max_new_tokens=8, do_sample=False)
         assert out.shape[1] > ids["input_ids"].shape[1]
         assert isinstance(tok.decode(out[0]), str)
+
+
+# ------------------------------------------------------------------ resume and reuse (same run root, same config)
+PHASE1_DATA = ("crawl", "filter", "dedup", "decontaminate", "split", "tokenizer", "tokens", "tokens-heldout")
+N_STAGE_TASKS = 10 + 5 + 4  # phase 1: 8 data stages + train + eval; phase 2: annotate, select, pack, train, eval; ...
+
+
+def manifest_digests(run_root: Path, phase: str, stages) -> dict[str, str]:
+    return {s: json.loads((run_root / phase / s / "manifest.json").read_text())["digest"] for s in stages}
+
+
+def test_identical_rerun_reuses_every_stage(micro_run, base_dir):
+    run_root, first = micro_run
+    before = manifest_digests(run_root, "phase1", PHASE1_DATA)
+    again = run_cli(run_root, env=cli_env(base_dir))
+    summary = json.loads((run_root / "summary.json").read_text())
+    for phase in summary["phases"]:
+        assert set(phase["stages"].values()) == {"reused"}, phase["stages"]
+    # from Prefect's recorded task states: every stage task finished Cached, none ran, no trainer was launched
+    log = again.stdout + again.stderr
+    assert log.count("Finished in state Cached(") == N_STAGE_TASKS
+    assert "Finished in state Completed()" not in "".join(l for l in log.splitlines(True) if "Task run" in l)
+    assert "launch:" not in log
+    assert manifest_digests(run_root, "phase1", PHASE1_DATA) == before
+    assert [p["heldout_loss"] for p in summary["phases"]] == [
+        p["heldout_loss"] for p in json.loads(first.stdout.strip().splitlines()[-1] and
+                                              (run_root / "summary.json").read_text())["phases"]]
+
+
+def test_phase3_change_reruns_only_phase3(micro_run, base_dir):
+    run_root, _ = micro_run
+    override = base_dir / "phase3-only.yaml"
+    override.write_text("synth:\n  max_new_tokens: 150\n")
+    run_cli(run_root, "--config", str(override), env=cli_env(base_dir))
+    summary = json.loads((run_root / "summary.json").read_text())
+    stages = {p["phase"]: set(p["stages"].values()) for p in summary["phases"]}
+    assert stages == {"alpha": {"reused"}, "beta": {"reused"}, "final": {"ran"}}
+
+
+def test_run_killed_in_a_data_stage_resumes_identically(micro_run, base_dir):
+    """SIGKILL (fault injection) right after dedup wrote its outputs, before its commit marker; the rerun reuses
+    crawl and filter, redoes dedup and what follows, and ends with exactly the data of the uninterrupted run."""
+    reference, _ = micro_run
+    run_root = base_dir / "killed-data"
+    killed = run_cli(run_root, "--until", "data", env=cli_env(base_dir, SNOWCODER_FAILPOINT="dedup"), check=False)
+    assert killed.returncode == -9, killed.stdout[-3000:] + killed.stderr[-3000:]
+    assert (run_root / "phase1" / "dedup").is_dir() and not (run_root / "phase1" / "dedup" / "manifest.json").exists()
+    run_cli(run_root, "--until", "data", env=cli_env(base_dir))
+    summary = json.loads((run_root / "summary.json").read_text())
+    assert {s: summary["phases"][0]["stages"][s] for s in ("crawl", "filter", "dedup")} == \
+        {"crawl": "reused", "filter": "reused", "dedup": "ran"}
+    assert manifest_digests(run_root, "phase1", PHASE1_DATA) == manifest_digests(reference, "phase1", PHASE1_DATA)
+    docs = lambda root: sorted(pd.read_parquet(root / "phase1" / "split").doc_id)  # noqa: E731
+    assert docs(run_root) == docs(reference)  # no document lost or duplicated
+
+
+def test_run_killed_in_training_resumes_from_its_checkpoint(micro_run, base_dir):
+    """SIGKILL the whole CLI process group after the trainer saved a resume checkpoint; the orphaned trainer stops
+    by itself, the rerun continues from the checkpoint and ends with the uninterrupted run's weights."""
+    import signal
+    import time
+
+    import torch
+    from safetensors.torch import load_file
+
+    reference, _ = micro_run
+    run_root = base_dir / "killed-train"
+    override = base_dir / "checkpoints.yaml"
+    override.write_text("train:\n  checkpoint_every_s: 0\n  checkpoint_every_steps: 5\n")
+    args = [sys.executable, "-m", "snowcoder.cli", "run", "--preset", "micro", "--run-root", str(run_root),
+            "--config", str(override), "--until", "train-alpha"]
+    proc = subprocess.Popen(args, cwd=REPO, env=cli_env(base_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "resume checkpoint saved" in line:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -9, "".join(seen[-40:])
+    train_dir = run_root / "phase1" / "train"
+    assert (train_dir / "resume" / "step.json").is_file() and not (train_dir / "manifest.json").exists()
+    trainer = int((train_dir / "trainer.pid").read_text())
+    deadline = time.time() + 60
+    while Path(f"/proc/{trainer}").exists() and time.time() < deadline:
+        time.sleep(0.2)  # the orphaned trainer notices its orchestrator is gone within a step
+    assert not Path(f"/proc/{trainer}").exists()
+
+    resumed = run_cli(run_root, "--config", str(override), "--until", "train-alpha", env=cli_env(base_dir))
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    ours = load_file(str(train_dir / "checkpoint" / "model.safetensors"))
+    ref = load_file(str(reference / "phase1" / "train" / "checkpoint" / "model.safetensors"))
+    assert ours.keys() == ref.keys() and all(torch.equal(ours[k], ref[k]) for k in ours)

@@ -171,3 +171,41 @@ def test_accelerate_configs_resolve_and_parse():
     fsdp = load_config_from_file(str(accelerate_config_path("fsdp2"))).fsdp_config
     assert fsdp["fsdp_version"] == 2 and fsdp["fsdp_transformer_layer_cls_to_wrap"] == "LlamaDecoderLayer"
     assert accelerate_config_path(str(accelerate_config_path("cpu"))) == accelerate_config_path("cpu")  # a path as-is
+
+
+def _weights(checkpoint: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(os.path.join(checkpoint, "model.safetensors"))
+
+
+def test_killed_training_resumes_to_identical_weights(corpus, alpha, tmp_path):
+    """SIGKILL the trainer right after its step-8 resume checkpoint; the rerun continues from step 8 and ends with
+    exactly the weights of the uninterrupted run (same data order, optimizer and RNG states)."""
+    import signal
+
+    out = tmp_path / "train"
+    cfg = TrainConfig(timeout_s=300, checkpoint_every_s=0, checkpoint_every_steps=4)
+    killed: list[str] = []
+
+    def kill_after_step_8(line: str) -> None:
+        if "step 8/24 | resume checkpoint saved" in line and not killed:
+            killed.append(line)
+            os.killpg(int((out / "trainer.pid").read_text()), signal.SIGKILL)
+
+    kwargs = dict(tokenizer_uri=corpus["tokenizer"], train_tokens_uri=corpus["train"], val_tokens_uri=corpus["val"],
+                  init_from_uri=None, out_dir=str(out), seed=0, extra_env=ONE_THREAD)
+    with pytest.raises(RuntimeError, match="exit code"):
+        run_training(MICRO, ALPHA, cfg, log=kill_after_step_8, **kwargs)
+    assert killed and (out / "resume" / "step.json").is_file() and not (out / "checkpoint").exists()
+
+    lines: list[str] = []
+    m = run_training(MICRO, ALPHA, cfg, log=lines.append, **kwargs)
+    assert any("resumed from" in line and "at step 8/24" in line for line in lines)
+    assert m.stats["result"]["resumed_from_step"] == 8 and m.counts["steps"] == 24
+    assert not (out / "resume").exists()  # cleaned up once the phase is done
+    ours, reference = _weights(m.uris["checkpoint"]), _weights(alpha["manifest"].uris["checkpoint"])
+    assert ours.keys() == reference.keys()
+    assert all(torch.equal(ours[k], reference[k]) for k in ours)
+    steps = [r["step"] for r in read_metrics(m.uris["metrics"]) if "loss" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 24  # no step logged twice after the resume
