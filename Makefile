@@ -12,13 +12,16 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.snowcoder-installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast mlflow-ui clean help
+.PHONY: install run test test-fast mlflow-ui stack-up stack-down stack-status deploy clean help
 
 help:
 	@echo "make run        # install, then run the whole three-phase pipeline (PRESET=$(PRESET))"
 	@echo "make test       # install, then the full test suite (includes an end-to-end micro run)"
 	@echo "make test-fast  # unit tests only, no servers, no end-to-end run"
 	@echo "make mlflow-ui  # MLflow UI on the latest run's tracking store (http://127.0.0.1:5000)"
+	@echo "make stack-up   # local Prefect server :4200, MLflow server :5000, S3 (moto) :5555; env in .stack/env"
+	@echo "make deploy     # register deployments/prefect.yaml on the stack and run a process worker"
+	@echo "make stack-down # stop the stack (nothing left running)"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +47,18 @@ mlflow-ui: $(STAMP)
 	@db=$$(ls -td runs/*/mlflow.db 2>/dev/null | head -1); test -n "$$db" || { echo "no run yet: make run"; exit 1; }; \
 	echo "MLflow UI for $$db on http://127.0.0.1:5000"; \
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$$(realpath $$db) --host 127.0.0.1 --port 5000 --workers 1
+
+stack-up: $(STAMP)
+	$(VENV)/bin/snowcoder stack up
+
+stack-down: $(STAMP)
+	$(VENV)/bin/snowcoder stack down
+
+stack-status: $(STAMP)
+	$(VENV)/bin/snowcoder stack status
+
+deploy: $(STAMP)
+	set -a && . .stack/env && set +a && $(VENV)/bin/snowcoder deploy --worker
 
 clean:
 	rm -rf runs .pytest_cache

@@ -22,7 +22,8 @@ def prefect_tags() -> dict[str, str]:
     from prefect.runtime import flow_run
     from prefect.settings import PREFECT_UI_URL
 
-    tags = {"prefect.flow_run_id": str(flow_run.id or ""), "prefect.flow_run_name": str(flow_run.name or "")}
+    tags = {"prefect.flow_run_id": str(flow_run.id or ""), "prefect.flow_run_name": str(flow_run.name or ""),
+            "prefect.root_flow_run_id": str(flow_run.root_flow_run_id or "") if flow_run.id else ""}
     if flow_run.id and PREFECT_UI_URL.value():
         tags["prefect.flow_run_url"] = flow_run.ui_url
     return tags

@@ -6,6 +6,7 @@ import time
 from prefect import flow
 
 from flows.common import PhaseResult, prefect_tags, reached, train_and_evaluate
+from flows.reporting import publish_phase
 from snowcoder import storage, tracking
 from snowcoder.config import PipelineConfig
 from snowcoder.manifest import Manifest
@@ -13,11 +14,11 @@ from snowcoder.tracking import Tracking
 from tasks import steps
 
 
-def data_stages(config: PipelineConfig, run: Tracking | None) -> dict[str, Manifest]:
+def data_stages(config: PipelineConfig, run: Tracking | None, refresh: str = "") -> dict[str, Manifest]:
     """The phase-1 data: every stage reads the previous stage's manifest and writes under <run root>/phase1/."""
     out = lambda stage: storage.join(config.run_root, "phase1", stage)  # noqa: E731
     m: dict[str, Manifest] = {}
-    m["crawl"] = steps.crawl_task(config.data, out("crawl"), run)
+    m["crawl"] = steps.crawl_task(config.data, out("crawl"), run, refresh)
     m["filter"] = steps.filter_task(config.filter, m["crawl"], out("filter"), run)
     m["dedup"] = steps.dedup_task(config.dedup, m["filter"], out("dedup"), run)
     m["decontaminate"] = steps.decontam_task(config.decontam, m["dedup"], out("decontaminate"), run)
@@ -36,12 +37,14 @@ def data_stages(config: PipelineConfig, run: Tracking | None) -> dict[str, Manif
 
 
 @flow(name="phase1-alpha", log_prints=True)
-def phase1_flow(config: PipelineConfig, parent: Tracking, until: str | None = None) -> PhaseResult:
+def phase1_flow(config: PipelineConfig, parent: Tracking, until: str | None = None, refresh: str = "") -> PhaseResult:
     t0 = time.perf_counter()
     with tracking.scope(tracking.start_child(parent, "phase1-alpha",
                                              tags={"snowcoder.phase": "alpha", **prefect_tags()})) as run:
-        m = data_stages(config, run)
+        m = data_stages(config, run, refresh)
         if not reached(until, "data"):
             train_and_evaluate(config, "alpha", m, m["tokenizer"].uris["tokenizer"], m["heldout"].uris["tokens"], None,
                                storage.join(config.run_root, "phase1"), config.seed, run, until)
-    return PhaseResult(phase="alpha", manifests=m, mlflow_run_id=run.run_id, seconds=time.perf_counter() - t0)
+        result = PhaseResult(phase="alpha", manifests=m, mlflow_run_id=run.run_id, seconds=time.perf_counter() - t0)
+        publish_phase(result, run)
+    return result

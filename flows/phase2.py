@@ -6,6 +6,7 @@ import time
 from prefect import flow
 
 from flows.common import PhaseResult, prefect_tags, reached, train_and_evaluate
+from flows.reporting import publish_phase
 from snowcoder import storage, tracking
 from snowcoder.config import PipelineConfig
 from snowcoder.manifest import Manifest
@@ -31,4 +32,6 @@ def phase2_flow(config: PipelineConfig, parent: Tracking, alpha: PhaseResult, un
         if not reached(until, "annotate"):
             train_and_evaluate(config, "beta", m, tokenizer_dir, alpha.manifests["heldout"].uris["tokens"],
                                alpha.checkpoint, storage.join(config.run_root, "phase2"), config.seed + 1, run, until)
-    return PhaseResult(phase="beta", manifests=m, mlflow_run_id=run.run_id, seconds=time.perf_counter() - t0)
+        result = PhaseResult(phase="beta", manifests=m, mlflow_run_id=run.run_id, seconds=time.perf_counter() - t0)
+        publish_phase(result, run)
+    return result

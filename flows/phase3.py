@@ -6,6 +6,7 @@ import time
 from prefect import flow, get_run_logger
 
 from flows.common import PhaseResult, prefect_tags, reached, train_and_evaluate
+from flows.reporting import publish_phase
 from snowcoder import storage, tracking
 from snowcoder.config import PipelineConfig
 from snowcoder.manifest import Manifest
@@ -38,4 +39,6 @@ def phase3_flow(config: PipelineConfig, parent: Tracking, alpha: PhaseResult, be
         if not reached(until, "synthesize"):
             train_and_evaluate(config, "final", m, tokenizer_dir, alpha.manifests["heldout"].uris["tokens"],
                                beta.checkpoint, storage.join(config.run_root, "phase3"), config.seed + 2, run, until)
-    return PhaseResult(phase="final", manifests=m, mlflow_run_id=run.run_id, seconds=time.perf_counter() - t0)
+        result = PhaseResult(phase="final", manifests=m, mlflow_run_id=run.run_id, seconds=time.perf_counter() - t0)
+        publish_phase(result, run)
+    return result

@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger
 
 from flows.common import STOPS, prefect_tags, reached
 from flows.phase1 import phase1_flow
+from flows.reporting import publish_pipeline
 from flows.phase2 import phase2_flow
 from flows.phase3 import phase3_flow
 from snowcoder import storage, tracking
@@ -28,9 +29,10 @@ def _git_sha() -> str:
 
 
 @flow(name="snowcoder-pipeline", log_prints=True)
-def pipeline(config: PipelineConfig, until: str | None = None) -> dict:
+def pipeline(config: PipelineConfig, until: str | None = None, refresh: str = "") -> dict:
     """Run all three phases (or stop after `until`, one of flows.common.STOPS); returns the summary (also written to
-    <run root>/summary.json). Stages that finished in an earlier run with the same inputs, config and code are reused."""
+    <run root>/summary.json). Stages that finished in an earlier run with the same inputs, config and code are reused;
+    a new `refresh` value makes the crawl read its sources again (what follows re-runs only if their content changed)."""
     if until is not None and until not in STOPS:
         raise UserError(f"unknown stop {until!r}; choose one of: {', '.join(STOPS)}")
     t0 = time.perf_counter()
@@ -49,7 +51,7 @@ def pipeline(config: PipelineConfig, until: str | None = None) -> dict:
     tracking.log_dict(parent, config.model_dump(mode="json"), "config.json")
     log.info("MLflow parent run %s (%s)", parent.run_id, parent.tracking_uri)
     with tracking.scope(parent):
-        phases = [phase1_flow(config, parent, until)]
+        phases = [phase1_flow(config, parent, until, refresh)]
         if not reached(until, "eval-alpha"):
             phases.append(phase2_flow(config, parent, phases[0], until))
         if not reached(until, "eval-beta"):
@@ -67,5 +69,6 @@ def pipeline(config: PipelineConfig, until: str | None = None) -> dict:
         summary_uri = storage.join(config.run_root, "summary.json")
         storage.write_json(summary_uri, summary)
         tracking.log_dict(parent, summary, "summary.json")
+        publish_pipeline(summary, parent, phases)
     summary["summary_uri"] = summary_uri
     return summary

@@ -2,6 +2,7 @@
 
     snowcoder run [--preset tiny] [--config file.yaml] [--run-root URI] [--until STOP] [--no-reuse]
     snowcoder stack up|down|status|env               # local Prefect server + MLflow server + S3 store (infra/)
+    snowcoder deploy [--name N] [--worker]           # register deployments/prefect.yaml (PREFECT_API_URL)
     snowcoder presets
     snowcoder config [--preset P] [--config F]      # print the resolved config and its digest
 """
@@ -80,6 +81,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from snowcoder.deploy import deploy, worker_command
+
+    for line in deploy(args.name):
+        print(line)
+    if args.worker:
+        os.execv(sys.executable, worker_command())
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     config = load_config(args.preset, args.config, args.run_root)
     print(json.dumps({"digest": config.digest(), "config": config.model_dump(mode="json")}, indent=2))
@@ -110,7 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
                            help="run every stage again, even those finished in this run root with the same inputs")
     p = sub.add_parser("stack", help="the local stack: Prefect server, MLflow server, S3-compatible store")
     p.add_argument("action", choices=("up", "down", "status", "env"))
-    p.set_defaults(fn=lambda a: __import__("snowcoder.stack", fromlist=["main"]).main([a.action]))
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="e.g. --state-dir D, down --discard-s3")
+    p.set_defaults(fn=lambda a: __import__("snowcoder.stack", fromlist=["main"]).main([a.action, *a.rest]))
+    p = sub.add_parser("deploy", help="register deployments/prefect.yaml on the Prefect server (PREFECT_API_URL)")
+    p.add_argument("--name", action="append", default=None, help="only this deployment (repeatable; default: all)")
+    p.add_argument("--worker", action="store_true", help="then run a process worker in the foreground")
+    p.set_defaults(fn=cmd_deploy)
     p = sub.add_parser("presets", help="list the presets")
     p.set_defaults(fn=cmd_presets)
     return parser

@@ -15,8 +15,8 @@ Services (each in its own process group, log in <state>/logs/<name>.log, pid in 
   prefect  `prefect server start` on :4200, PREFECT_HOME=<state>/prefect (SQLite).
 
 Every setting can be overridden from the environment (SNOWCODER_STACK_DIR, SNOWCODER_PREFECT_PORT, ...; see
-StackSettings.from_env). Only the standard library is imported at module import; boto3 is imported when buckets
-are touched.
+StackSettings.from_env). POSIX only (process groups, signals). Only the standard library (and snowcoder.config) is
+imported at module import; boto3 is imported when buckets are touched.
 """
 from __future__ import annotations
 
@@ -35,7 +35,6 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from snowcoder.config import UserError
 
@@ -200,7 +199,8 @@ def _executable(name: str) -> str:
 
 def _base_env() -> dict[str, str]:
     env = dict(os.environ)
-    for key in ("PREFECT_API_KEY", "MLFLOW_RUN_ID"):
+    # a cloud API key, a run id meant for a training subprocess or a real AWS profile must not reach the local servers
+    for key in ("PREFECT_API_KEY", "MLFLOW_RUN_ID", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
         env.pop(key, None)
     env.update({"DO_NOT_TRACK": "true", "MLFLOW_ENABLE_TELEMETRY": "false", "PYTHONUNBUFFERED": "1"})
     return env
@@ -231,6 +231,17 @@ def _command(name: str, s: StackSettings) -> tuple[list[str], dict[str, str]]:
                     "PREFECT_API_URL": s.prefect_api_url, "PREFECT_UI_API_URL": s.prefect_api_url})
         return [_executable("prefect"), "server", "start", "--host", s.host, "--port", str(s.prefect_port)], env
     raise ValueError(name)
+
+
+def _database(name: str, settings: StackSettings) -> Path | None:
+    """The SQLite file a service keeps in the state dir."""
+    return {"mlflow": settings.state_dir / "mlflow" / "mlflow.db",
+            "prefect": settings.state_dir / "prefect" / "prefect.db"}.get(name)
+
+
+def _remove_database(db: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        db.with_name(db.name + suffix).unlink(missing_ok=True)
 
 
 def _read_pid(settings: StackSettings, name: str) -> int | None:
@@ -305,9 +316,12 @@ def group_members(pgid: int) -> list[int]:
     return [pgid]
 
 
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # local health checks bypass any HTTP(S)_PROXY
+
+
 def _healthy(url: str, timeout: float = 2.0) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with _DIRECT.open(url, timeout=timeout) as response:
             return 200 <= response.status < 300
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -333,7 +347,7 @@ def _port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def _log_tail(path: Path, lines: int = 25) -> str:
+def _log_tail(path: Path, lines: int = 30) -> str:
     try:
         text = path.read_text(errors="replace").splitlines()
     except FileNotFoundError:
@@ -384,6 +398,11 @@ def _stop(name: str, settings: StackSettings) -> bool:
     """SIGTERM the service's process group, SIGKILL after the grace period. True when something was stopped."""
     pid = _read_pid(settings, name)
     if pid is None:
+        return False
+    if _pid_alive(pid) and not _is_ours(pid, name):  # a stale pid file whose pid now belongs to someone else
+        log.warning("%s: pid %d from %s is not this stack's process; leaving it alone", name, pid,
+                    settings.pid_file(name))
+        settings.pid_file(name).unlink(missing_ok=True)
         return False
     stopped = False
     if group_members(pid):
@@ -508,6 +527,9 @@ def up(settings: StackSettings | None = None, timings: dict[str, float] | None =
     to_start = [name for name in SERVICES if name in services and _running(settings, name) is None]
     for name in to_start:  # every port is checked before anything starts
         _check_port(name, settings)
+    # A first start that is interrupted (timeout, Ctrl-C) can leave a half-migrated database that the next start
+    # cannot open; databases created by this call are removed again on failure.
+    fresh_dbs = [db for db in (_database(name, settings) for name in to_start) if db and not db.exists()]
     started: list[str] = []
     try:
         # S3 first (MLflow's artifact store and the run roots live there), then MLflow and Prefect together:
@@ -542,6 +564,8 @@ def up(settings: StackSettings | None = None, timings: dict[str, float] | None =
                 _stop(name, settings)
             except Exception as exc:  # keep the original error
                 log.warning("while cleaning up %s: %s", name, exc)
+        for db in fresh_dbs:
+            _remove_database(db)
         raise
     return write_env_file(settings)
 
@@ -555,7 +579,11 @@ def down(settings: StackSettings | None = None, save_s3: bool = True) -> dict[st
     for name in reversed(SERVICES):
         if name == "s3" and save_s3:
             if _running(settings, "s3") is not None and _healthy(settings.health_url("s3")):
-                count = _snapshot_buckets(settings)
+                try:
+                    count = _snapshot_buckets(settings)
+                except Exception as exc:  # keep moto (and the objects in it) running
+                    raise StackError(f"could not save the S3 objects to {settings.snapshot_dir} ({exc}); the S3 "
+                                     "server is still running: retry, or stop it with `down --discard-s3`") from exc
                 log.info("saved %d S3 objects to %s", count, settings.snapshot_dir)
         result[name] = _stop(name, settings)
         log.info("%s %s", name, "stopped" if result[name] else "was not running")
@@ -579,9 +607,9 @@ def status(settings: StackSettings | None = None) -> dict[str, dict]:
 _LABELS = {"s3": "S3 (moto)", "mlflow": "MLflow UI", "prefect": "Prefect UI"}
 
 
-def _print_urls(settings: StackSettings, print_: Callable = print) -> None:
+def _print_urls(settings: StackSettings) -> None:
     for name in ("prefect", "mlflow", "s3"):
-        print_(f"  {_LABELS[name]:<11} {settings.url(name)}")
+        print(f"  {_LABELS[name]:<11} {settings.url(name)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -594,6 +622,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="each service up/down with its URL")
     sub.add_parser("env", help="print the export lines for clients")
     args = parser.parse_args(argv)
+    if not log.handlers and not logging.getLogger().handlers:  # progress lines on stderr unless logging is set up
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("stack: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
 
     try:
         overrides = {"state_dir": Path(args.state_dir)} if args.state_dir else {}
@@ -633,5 +666,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     sys.exit(main())

@@ -190,3 +190,15 @@ def ui_hint(tracking_uri: str) -> str:
     if tracking_uri.startswith("sqlite:"):
         return f"mlflow ui --backend-store-uri {tracking_uri}"
     return tracking_uri
+
+
+def log_figure(handle: Tracking, figure: Any, artifact_file: str) -> None:
+    """A matplotlib figure as a PNG artifact (shown inline in the MLflow UI)."""
+    _client(handle.tracking_uri).log_figure(handle.run_id, figure, artifact_file)
+
+
+def run_url(handle: Tracking) -> str | None:
+    """Link to the run in the MLflow UI when the tracking store is a server (None for a local SQLite store)."""
+    if not handle.tracking_uri.startswith(("http://", "https://")):
+        return None
+    return f"{handle.tracking_uri.rstrip('/')}/#/experiments/{handle.experiment_id}/runs/{handle.run_id}"

@@ -112,6 +112,15 @@ def _keyable(value: Any) -> Any:
     return value
 
 
+def _is_default(value: Any, default: Any) -> bool:
+    if default is inspect.Parameter.empty:
+        return False
+    try:
+        return bool(value == default)
+    except Exception:
+        return False
+
+
 def stage_key(stage: str, inputs: dict[str, Any], code: str) -> str:
     blob = json.dumps({"stage": stage, "inputs": _keyable(inputs), "code": code}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
@@ -156,7 +165,10 @@ def stage_task(name: str, *, label: str | None = None, code: tuple[str, ...] = (
             arguments = dict(bound.arguments)
             handle, out_dir = arguments.get("handle"), arguments["out_dir"]
             stage = (label or name).format(**arguments)
-            key = stage_key(stage, {k: v for k, v in arguments.items() if k != "handle"}, code_digest(*code))
+            # arguments left at their default are not part of the key: a new optional argument keeps old work valid
+            inputs = {k: v for k, v in arguments.items()
+                      if k != "handle" and not _is_default(v, sig.parameters[k].default)}
+            key = stage_key(stage, inputs, code_digest(*code))
             marker = storage.join(out_dir, "manifest.json")
             log = _logger()
             done = _finished(marker, key) if reuse_enabled() else None
@@ -199,7 +211,8 @@ def stage_task(name: str, *, label: str | None = None, code: tuple[str, ...] = (
 
 
 @stage_task("crawl", code=("tasks.crawl",))
-def crawl_task(cfg: DataConfig, out_dir: str, handle: Tracking | None = None) -> Manifest:
+def crawl_task(cfg: DataConfig, out_dir: str, handle: Tracking | None = None, refresh: str = "") -> Manifest:
+    """`refresh` is only part of the reuse key: a new value crawls the sources again (scheduled refreshes)."""
     from tasks.crawl import crawl
 
     return crawl(cfg, out_dir)

@@ -99,6 +99,24 @@ def test_a_service_that_dies_reports_its_log(tmp_path, monkeypatch):
     assert not s.pid_file("s3").exists()
 
 
+def test_a_failed_first_start_removes_the_half_created_database(tmp_path, monkeypatch):
+    # an interrupted first MLflow start leaves a half-migrated SQLite file the next start cannot open
+    def half_migrating(name, settings):
+        db = settings.state_dir / "mlflow" / "mlflow.db"
+        db.parent.mkdir(parents=True, exist_ok=True)
+        return [sys.executable, "-c", f"open({str(db)!r}, 'w').write('half'); raise SystemExit(1)"], dict(os.environ)
+
+    monkeypatch.setattr(stack_lib, "_command", half_migrating)
+    s = _settings(tmp_path)
+    with pytest.raises(stack_lib.StackError, match="mlflow exited"):
+        stack_lib.up(s, services=("mlflow",))
+    assert not (s.state_dir / "mlflow" / "mlflow.db").exists()
+    (s.state_dir / "mlflow" / "mlflow.db").write_text("an existing database is never removed")
+    with pytest.raises(stack_lib.StackError):
+        stack_lib.up(s, services=("mlflow",))
+    assert (s.state_dir / "mlflow" / "mlflow.db").exists()
+
+
 def test_gpu_work_pool_template_is_consistent():
     from prefect.utilities.templating import apply_values, find_placeholders
 
