@@ -58,6 +58,10 @@ def makedirs(uri: str) -> None:
         fs.makedirs(path, exist_ok=True)
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def write_bytes(uri: str, data: bytes) -> None:
     if is_remote(uri):
         fs, path = fs_for(uri)
@@ -66,6 +70,7 @@ def write_bytes(uri: str, data: bytes) -> None:
     path = Path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the mode a plain open() would
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
     os.replace(tmp, path)

@@ -71,7 +71,7 @@ def test_deployments_have_typed_schemas_and_reject_bad_parameters(prefect_api):
         lr = defs["PhaseTrainOverrides"]["properties"]["lr"]
         assert lr["description"] and lr["anyOf"][0]["exclusiveMinimum"] == 0
         threshold = defs["DedupOverrides"]["properties"]["threshold"]
-        assert threshold["description"] and threshold["anyOf"][0]["maximum"] == 1
+        assert threshold["description"] and threshold["anyOf"][0]["exclusiveMaximum"] == 1
         for section in ("data", "filter", "dedup", "train", "annotate", "synth", "eval"):
             assert schema["definitions"]["PipelineOverrides"]["properties"][section]["description"]
 
