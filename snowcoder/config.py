@@ -43,6 +43,12 @@ class DataConfig(_Base):
     max_file_bytes: int = Field(1_000_000, ge=1, description="Files larger than this are excluded (reason 'too-large').")
     extensions: list[str] = Field(default_factory=lambda: [".py"], description="File extensions crawled.")
     heldout_fraction: float = Field(0.02, ge=0.0, lt=0.5, description="Fraction of files held out for validation loss.")
+    task_runner: str | None = Field(
+        None, pattern=r"^(threads|dask(:[1-9][0-9]*)?|(dask|tcp|tls|ucx|inproc|ws|wss)://.+)$",
+        description="Where the per-shard filter and decontamination tasks run: unset = in process (fastest on one "
+        "machine); 'threads'; 'dask' or 'dask:<workers>' = a local Dask cluster; 'tcp://host:8786' = an existing "
+        "Dask scheduler (see docs/scale-out.md). Outputs are identical on every runner.",
+    )
     shard_docs: int = Field(1000, ge=1, description="Documents per parquet shard.")
 
 

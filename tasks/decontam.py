@@ -10,6 +10,9 @@ than DecontamConfig.min_substring_chars are not matched (too generic).
 
 Speed: each text is normalised once; a benchmark string is tested with `in` only when one of its inner tokens (which
 must appear space-delimited in any text containing it) occurs in the text's token set.
+
+Sharding: `decontaminate_shard` decides one input shard (no writes), `merge_decontaminate` writes the outputs;
+`decontaminate` does both in this process, flows/scale.py on Dask workers (see tasks/shards.py).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from snowcoder.config import DecontamConfig
 from snowcoder.manifest import Manifest
 from tasks.benchmarks import load_benchmark
 from tasks.crawl import exclusions_frame, read_docs, shard_docs_of, write_stage_outputs
+from tasks.shards import code_version, ordered_parts, read_shard, split_by_shard
 
 log = logging.getLogger("snowcoder.decontam")
 
@@ -112,17 +116,37 @@ def find_contamination(text: str, substrings: Iterable[str]) -> str | None:
     return None
 
 
-def decontaminate(cfg: DecontamConfig, inp: Manifest, out_dir: str) -> Manifest:
-    """Drop input docs containing a benchmark string; exclusions carry 'contaminated:<task_id>'."""
+def decontaminate_shard(cfg: DecontamConfig, uri: str, index: int, docs: pd.DataFrame | None = None) -> dict:
+    """Decontamination decisions for one input shard (no writes): the matched item id per document, None = clean.
+    `docs`: the shard's rows when the caller has read them already."""
     t0 = time.perf_counter()
-    docs = read_docs(inp)
+    docs = read_shard(uri) if docs is None else docs
     substrings = benchmark_substrings(cfg)
     hits = [find_contamination(content, substrings) for content in docs["content"]]
+    log.debug("decontaminate shard %d: %d docs, %d contaminated", index, len(docs), sum(h is not None for h in hits))
+    return {"index": index, "uri": uri, "code": code_version(__name__, "tasks.benchmarks"), "docs_in": len(docs),
+            "excluded": sum(h is not None for h in hits), "substrings": len(substrings), "hits": hits,
+            "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def merge_decontaminate(cfg: DecontamConfig, inp: Manifest, parts: list[dict], out_dir: str,
+                        started: float | None = None, docs: pd.DataFrame | None = None) -> Manifest:
+    """Apply the shards' decisions to the input docs; exclusions carry 'contaminated:<task_id>'.
+
+    `started` (time.perf_counter() at the start of the stage, same process) gives stats["seconds"]; without it the
+    shards' own seconds are summed. `docs`: read_docs(inp), when the caller has it already.
+    """
+    parts = ordered_parts(inp, parts, "hits", code_version(__name__, "tasks.benchmarks"))
+    docs = read_docs(inp) if docs is None else docs
+    hits = [h for p in parts for h in p["hits"]]
+    if len(hits) != len(docs):
+        raise ValueError(f"decontaminate: {len(hits)} decisions for {len(docs)} input docs")
+    n_substrings = parts[0]["substrings"] if parts else len(benchmark_substrings(cfg))
     dirty = pd.Series([h is not None for h in hits], index=docs.index, dtype=bool)
     excluded = exclusions_frame(docs[dirty], "decontaminate", [f"contaminated:{h}" for h in hits if h is not None])
     kept = docs[~dirty]
 
-    seconds = time.perf_counter() - t0
+    seconds = time.perf_counter() - started if started is not None else sum(p["seconds"] for p in parts)
     by_item: dict[str, int] = {}
     for h in hits:
         if h is not None:
@@ -133,7 +157,7 @@ def decontaminate(cfg: DecontamConfig, inp: Manifest, out_dir: str) -> Manifest:
         "excluded": len(excluded),
         "contaminated": len(excluded),
         "bytes": int(kept["size_bytes"].sum()),
-        "substrings": len(substrings),
+        "substrings": n_substrings,
     }
     stats = {
         "benchmarks": list(cfg.benchmarks),
@@ -143,5 +167,19 @@ def decontaminate(cfg: DecontamConfig, inp: Manifest, out_dir: str) -> Manifest:
         "docs_per_s": round(len(docs) / seconds, 1) if seconds > 0 else None,
     }
     log.info("decontaminate: %d -> %d docs (%d contaminated, %d benchmark strings) in %.1fs",
-             len(docs), len(kept), len(excluded), len(substrings), seconds)
+             len(docs), len(kept), len(excluded), n_substrings, seconds)
     return write_stage_outputs("decontaminate", kept, excluded, out_dir, shard_docs_of(inp), counts, stats)
+
+
+def decontaminate(cfg: DecontamConfig, inp: Manifest, out_dir: str) -> Manifest:
+    """Drop input docs containing a benchmark string; exclusions carry 'contaminated:<task_id>'.
+
+    Shard by shard in this process (`decontaminate_shard`, then `merge_decontaminate`; the input is read once);
+    flows/scale.py runs the same shard function as Prefect tasks on threads or Dask workers, with the same outputs.
+    """
+    t0 = time.perf_counter()
+    docs = read_docs(inp)
+    uris = inp.shard_uris("docs")
+    parts = [decontaminate_shard(cfg, uri, i, rows)
+             for i, (uri, rows) in enumerate(zip(uris, split_by_shard(inp, docs)))]
+    return merge_decontaminate(cfg, inp, parts, out_dir, started=t0, docs=docs)

@@ -10,6 +10,9 @@ Plus two bookkeeping filters: files with no recognised language, and (near-)empt
 
 Each filter is a small named predicate `(doc, cfg) -> reason | None`; they run in order and the first hit wins, so
 the waterfall in `stats["waterfall"]` says how many docs and bytes each filter removed.
+
+The decisions are per document, so the stage runs per input shard (`filter_shard`, no writes) and a merge
+(`merge_filter`) writes the outputs; `filter_docs` does both in this process, flows/scale.py on Dask (tasks/shards.py).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import pandas as pd
 from snowcoder.config import FilterConfig
 from snowcoder.manifest import Manifest
 from tasks.crawl import exclusions_frame, read_docs, shard_docs_of, write_stage_outputs
+from tasks.shards import code_version, ordered_parts, read_shard, split_by_shard
 
 log = logging.getLogger("snowcoder.filter")
 
@@ -157,17 +161,36 @@ def waterfall(reasons: list[str | None], sizes: list[int]) -> list[dict]:
     return rows
 
 
-def filter_docs(cfg: FilterConfig, inp: Manifest, out_dir: str) -> Manifest:
-    """Apply FILTERS to the input docs; write kept docs + exclusions (stage 'filter') under out_dir."""
+def filter_shard(cfg: FilterConfig, uri: str, index: int, docs: pd.DataFrame | None = None) -> dict:
+    """Filter decisions for one input shard (no writes): the reason per document in row order, None = kept.
+    `docs`: the shard's rows when the caller has read them already."""
     t0 = time.perf_counter()
-    docs = read_docs(inp)
-    records = docs[["path", "language", "content"]].to_dict("records")
-    reasons = [apply_filters(r, cfg) for r in records]
+    docs = read_shard(uri) if docs is None else docs
+    reasons = [apply_filters(r, cfg) for r in docs[["path", "language", "content"]].to_dict("records")]
+    by_reason = {name: n for name in FILTER_NAMES if (n := sum(r == name for r in reasons))}
+    log.debug("filter shard %d: %d docs, excluded %s", index, len(docs), by_reason)
+    return {"index": index, "uri": uri, "code": code_version(__name__), "docs_in": len(docs),
+            "excluded": sum(by_reason.values()), "excluded_by_reason": by_reason, "reasons": reasons,
+            "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def merge_filter(inp: Manifest, parts: list[dict], out_dir: str, started: float | None = None,
+                 docs: pd.DataFrame | None = None) -> Manifest:
+    """Apply the shards' decisions to the input docs; write kept docs + exclusions (stage 'filter') under out_dir.
+
+    `started` (time.perf_counter() at the start of the stage, same process) gives stats["seconds"]; without it the
+    shards' own seconds are summed. `docs`: read_docs(inp), when the caller has it already.
+    """
+    parts = ordered_parts(inp, parts, "reasons", code_version(__name__))
+    docs = read_docs(inp) if docs is None else docs
+    reasons = [r for p in parts for r in p["reasons"]]
+    if len(reasons) != len(docs):
+        raise ValueError(f"filter: {len(reasons)} decisions for {len(docs)} input docs")
     removed = pd.Series([r is not None for r in reasons], index=docs.index, dtype=bool)
     kept, dropped = docs[~removed], docs[removed]
     excluded = exclusions_frame(dropped, "filter", [r for r in reasons if r is not None])
 
-    seconds = time.perf_counter() - t0
+    seconds = time.perf_counter() - started if started is not None else sum(p["seconds"] for p in parts)
     mb = docs["size_bytes"].sum() / 1e6
     stats = {
         "waterfall": waterfall(reasons, docs["size_bytes"].astype(int).tolist()),
@@ -185,3 +208,16 @@ def filter_docs(cfg: FilterConfig, inp: Manifest, out_dir: str) -> Manifest:
     }
     log.info("filter: %d -> %d docs (%d excluded) in %.1fs", len(docs), len(kept), len(excluded), seconds)
     return write_stage_outputs("filter", kept, excluded, out_dir, shard_docs_of(inp), counts, stats)
+
+
+def filter_docs(cfg: FilterConfig, inp: Manifest, out_dir: str) -> Manifest:
+    """Apply FILTERS to the input docs; write kept docs + exclusions (stage 'filter') under out_dir.
+
+    Shard by shard in this process (`filter_shard`, then `merge_filter`; the input is read once); flows/scale.py runs
+    the same shard function as Prefect tasks on threads or Dask workers, with the same outputs.
+    """
+    t0 = time.perf_counter()
+    docs = read_docs(inp)
+    uris = inp.shard_uris("docs")
+    parts = [filter_shard(cfg, uri, i, rows) for i, (uri, rows) in enumerate(zip(uris, split_by_shard(inp, docs)))]
+    return merge_filter(inp, parts, out_dir, started=t0, docs=docs)

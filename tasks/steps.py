@@ -144,12 +144,12 @@ def _log_manifest(stage: str, handle: Tracking | None, manifest: Manifest) -> No
     tracking.log_dict(handle, manifest.model_dump(mode="json"), f"manifests/{stage}.json")
 
 
-def stage_task(name: str, *, label: str | None = None, code: tuple[str, ...] = (),
+def stage_task(name: str, *, label: str | None = None, code: tuple[str, ...] = (), not_keyed: tuple[str, ...] = (),
                after: Callable[[Manifest, dict[str, Any]], None] | None = None) -> Callable:
     """Make a stage function (returning a Manifest) a Prefect task that is reused when already finished.
 
     The key covers the stage's arguments (configs by value, manifests by digest, URIs) and the code version of the
-    `code` modules. `<out_dir>/manifest.json` carrying that key is the stage's commit marker: it is written last, after
+    `code` modules (`not_keyed` arguments, e.g. where tasks run, are left out). `<out_dir>/manifest.json` carrying that key is the stage's commit marker: it is written last, after
     every output, and removed before a re-run starts, so a run killed mid-stage re-runs that stage from scratch and
     reuses everything before it. A reused stage finishes in Prefect's `Cached` state and its counts are logged to the
     current MLflow run again (with `<stage>.reused = 1`). `after(manifest, arguments)` runs in both cases.
@@ -167,7 +167,7 @@ def stage_task(name: str, *, label: str | None = None, code: tuple[str, ...] = (
             stage = (label or name).format(**arguments)
             # arguments left at their default are not part of the key: a new optional argument keeps old work valid
             inputs = {k: v for k, v in arguments.items()
-                      if k != "handle" and not _is_default(v, sig.parameters[k].default)}
+                      if k != "handle" and k not in not_keyed and not _is_default(v, sig.parameters[k].default)}
             key = stage_key(stage, inputs, code_digest(*code))
             marker = storage.join(out_dir, "manifest.json")
             log = _logger()
@@ -218,8 +218,16 @@ def crawl_task(cfg: DataConfig, out_dir: str, handle: Tracking | None = None, re
     return crawl(cfg, out_dir)
 
 
-@stage_task("filter", code=("tasks.filters",))
-def filter_task(cfg: FilterConfig, inp: Manifest, out_dir: str, handle: Tracking | None = None) -> Manifest:
+@stage_task("filter", code=("tasks.filters",), not_keyed=("task_runner",))
+def filter_task(cfg: FilterConfig, inp: Manifest, out_dir: str, handle: Tracking | None = None,
+                task_runner: str | None = None) -> Manifest:
+    """task_runner: run one task per input shard there (flows/scale.py); the output is the same on every runner."""
+    if task_runner:
+        from flows.scale import run_stage
+
+        manifest = run_stage("filter", cfg, inp, out_dir, task_runner)
+        manifest.stats["task_runner"] = task_runner
+        return manifest
     from tasks.filters import filter_docs
 
     return filter_docs(cfg, inp, out_dir)
@@ -232,8 +240,15 @@ def dedup_task(cfg: DedupConfig, inp: Manifest, out_dir: str, handle: Tracking |
     return dedup(cfg, inp, out_dir)
 
 
-@stage_task("decontaminate", code=("tasks.decontam",))
-def decontam_task(cfg: DecontamConfig, inp: Manifest, out_dir: str, handle: Tracking | None = None) -> Manifest:
+@stage_task("decontaminate", code=("tasks.decontam",), not_keyed=("task_runner",))
+def decontam_task(cfg: DecontamConfig, inp: Manifest, out_dir: str, handle: Tracking | None = None,
+                  task_runner: str | None = None) -> Manifest:
+    if task_runner:
+        from flows.scale import run_stage
+
+        manifest = run_stage("decontaminate", cfg, inp, out_dir, task_runner)
+        manifest.stats["task_runner"] = task_runner
+        return manifest
     from tasks.decontam import decontaminate
 
     return decontaminate(cfg, inp, out_dir)

@@ -120,6 +120,18 @@ def test_pipeline_deployment_runs_on_s3_and_tracks_to_the_mlflow_server(prefect_
     assert all(r.data.tags["prefect.root_flow_run_id"] == str(flow_run.id) for r in children)
     assert all(r.info.status == "FINISHED" and r.data.metrics for r in children)
 
+    # Prefect artifacts per phase: a markdown summary, a stats table, a link to the phase's MLflow run
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    keys = [f"{p}-{kind}" for p in ("alpha", "beta", "final") for kind in ("summary", "stages", "mlflow")]
+    with get_client(sync_client=True) as pc:
+        artifacts = pc.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys + ["pipeline-summary"])))
+    by_key = {a.key: a for a in artifacts}
+    assert set(keys + ["pipeline-summary"]) <= set(by_key)
+    alpha_run = next(r for r in children if r.info.run_name == "phase1-alpha")
+    assert alpha_run.info.run_id in by_key["alpha-mlflow"].data and "crawl" in by_key["alpha-summary"].data
+
     # artifacts are objects in the S3 bucket behind the MLflow server (proxied artifact storage)
     keys = [o["Key"] for page in boto3.client("s3", endpoint_url=s.s3_url, aws_access_key_id=s.access_key,
                                               aws_secret_access_key=s.secret_key, region_name=s.region)

@@ -215,3 +215,16 @@ def test_run_killed_in_training_resumes_from_its_checkpoint(micro_run, base_dir)
     ours = load_file(str(train_dir / "checkpoint" / "model.safetensors"))
     ref = load_file(str(reference / "phase1" / "train" / "checkpoint" / "model.safetensors"))
     assert ours.keys() == ref.keys() and all(torch.equal(ours[k], ref[k]) for k in ours)
+
+
+def test_data_phase_on_dask_equals_the_default_run(micro_run, base_dir):
+    """The phase-1 data with its per-shard tasks on a local Dask cluster (prefect-dask) is the default run's data."""
+    reference, _ = micro_run
+    run_root = base_dir / "dask"
+    override = base_dir / "dask.yaml"
+    override.write_text("data:\n  task_runner: 'dask:2'\n")
+    run_cli(run_root, "--config", str(override), "--until", "data", env=cli_env(base_dir))
+    for stage in ("filter", "decontaminate"):
+        stats = json.loads((run_root / "phase1" / stage / "manifest.json").read_text())["stats"]
+        assert stats["task_runner"] == "dask:2"
+    assert manifest_digests(run_root, "phase1", PHASE1_DATA) == manifest_digests(reference, "phase1", PHASE1_DATA)
