@@ -101,6 +101,21 @@ def evaluate(model, accelerator: Accelerator, data: TokenWindows, batch_size: in
     return (total[0] / total[1]).item()
 
 
+# Dense (no sparsity) bf16 tensor-core peaks per GPU, from the vendors' datasheets (SXM parts).
+PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10G": 70e12}
+
+
+def peak_flops(spec: dict, device) -> float | None:
+    """Per-device peak for MFU: spec["peak_flops"] if given, else the datasheet bf16 peak of a known GPU, else None
+    (no meaningful peak for CPUs)."""
+    if spec.get("peak_flops"):
+        return float(spec["peak_flops"])
+    if getattr(device, "type", "") != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+
+
 def resume_digest(spec: dict, train_meta: dict, world_size: int) -> str:
     """What a resume checkpoint must match to be continued: the model, the phase settings, the seed, the data and the
     world size (not paths, which differ between attempts)."""
@@ -220,7 +235,10 @@ def train(spec: dict) -> dict:
     t_start = t_last = t_ckpt = time.perf_counter()
     tokens_last = start_step * tokens_per_step
     loss_sum, val_loss, last_loss = torch.zeros((), device=accelerator.device), None, float("nan")
-    steps_since_log, eval_seconds, ckpt_step = 0, 0.0, start_step
+    steps_since_log, eval_seconds, ckpt_step, grad_norm = 0, 0.0, start_step, None
+    peak = peak_flops(spec, accelerator.device)
+    say(f"MFU against {peak / 1e12:.0f} TFLOP/s per device (dense bf16 peak)" if peak else
+        "MFU: no known peak for this device (set spec peak_flops to report it)")
     for step in range(start_step, total_steps):
         if _orchestrator_gone(watch_pid):
             say(f"orchestrator process {watch_pid} is gone: stopping at step {step} (resume checkpoint at {ckpt_step})")
@@ -234,8 +252,9 @@ def train(spec: dict) -> dict:
             with accelerator.accumulate(model):
                 loss = causal_lm_loss(model, x, y)
                 accelerator.backward(loss)
-                if accelerator.sync_gradients and phase["grad_clip"] > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), phase["grad_clip"])
+                if accelerator.sync_gradients:  # norm before clipping (inf clip = measure only)
+                    grad_norm = accelerator.clip_grad_norm_(
+                        model.parameters(), phase["grad_clip"] if phase["grad_clip"] > 0 else float("inf"))
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             loss_sum += loss.detach() / grad_accum
@@ -249,11 +268,14 @@ def train(spec: dict) -> dict:
             now, tokens = time.perf_counter(), done * tokens_per_step
             tok_per_s = (tokens - tokens_last) / max(now - t_last, 1e-9)
             t_last, tokens_last = now, tokens
-            row = dict(step=done, loss=round(last_loss, 5), lr=lr, tokens=tokens, tok_per_s=round(tok_per_s, 1),
-                       elapsed_s=round(now - t_start, 2))
+            gnorm = float(grad_norm) if grad_norm is not None else float("nan")
+            row = dict(step=done, loss=round(last_loss, 5), lr=lr, grad_norm=round(gnorm, 5), tokens=tokens,
+                       tok_per_s=round(tok_per_s, 1), elapsed_s=round(now - t_start, 2))
+            if peak:
+                row["mfu"] = round(fpt * tok_per_s / (peak * world), 4)
             log_row(row)
-            say(f"step {done}/{total_steps} | loss {last_loss:.4f} | lr {lr:.2e} | {tok_per_s:,.0f} tok/s | "
-                f"{now - t_start:.1f}s")
+            say(f"step {done}/{total_steps} | loss {last_loss:.4f} | lr {lr:.2e} | gnorm {gnorm:.3f} | "
+                f"{tok_per_s:,.0f} tok/s" + (f" | MFU {row['mfu']:.1%}" if peak else "") + f" | {now - t_start:.1f}s")
             # resume checkpoints only at logging boundaries (no partial loss sums to carry) and never at the end
             due = (ckpt_every_steps and done - ckpt_step >= ckpt_every_steps) or \
                   (ckpt_every_s and time.perf_counter() - t_ckpt >= ckpt_every_s)
@@ -278,6 +300,7 @@ def train(spec: dict) -> dict:
     save_checkpoint(accelerator, model, tok, out_dir / "checkpoint")
     # final_loss: mean training loss over the last logging interval; tok_per_s: training only (no evaluation)
     result = dict(steps=total_steps, tokens=tokens, final_loss=last_loss, val_loss=val_loss, params=n_params,
+                  mfu=round(fpt * tok_per_s / (peak * world), 4) if peak else None,
                   tok_per_s=round(tok_per_s, 1), seconds=round(seconds, 2), eval_seconds=round(eval_seconds, 2),
                   flops_per_token=fpt, model_flops_per_s=round(fpt * tok_per_s, 1), tokens_per_step=tokens_per_step,
                   world_size=world, resumed_from_step=start_step)

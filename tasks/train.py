@@ -109,6 +109,15 @@ def _kill_group(proc: subprocess.Popen) -> None:
             continue
 
 
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
 def _dir_digest(path: Path) -> str:
     h = hashlib.sha256()
     for p in sorted(q for q in path.rglob("*") if q.is_file()):
@@ -179,6 +188,8 @@ def run_training(
         env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
         env["PYTHONUNBUFFERED"] = "1"
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        if not _has_cuda():
+            env.setdefault("ACCELERATE_USE_CPU", "1")  # multi-process configs then run gloo DDP on CPUs
         env.update(extra_env or {})
         cmd = launch_command(config_file, spec_path)
         log("launch: " + " ".join(cmd))
