@@ -18,11 +18,15 @@ def data_stages(config: PipelineConfig, run: Tracking | None, refresh: str = "")
     """The phase-1 data: every stage reads the previous stage's manifest and writes under <run root>/phase1/."""
     out = lambda stage: storage.join(config.run_root, "phase1", stage)  # noqa: E731
     m: dict[str, Manifest] = {}
-    m["crawl"] = steps.crawl_task(config.data, out("crawl"), run, refresh)
+    from tasks.decontam import benchmarks_digest
+    from tasks.sources import source_list_digest
+
+    m["crawl"] = steps.crawl_task(config.data, out("crawl"), run, refresh, source_list_digest(config.data))
     m["filter"] = steps.filter_task(config.filter, m["crawl"], out("filter"), run, task_runner=config.data.task_runner)
     m["dedup"] = steps.dedup_task(config.dedup, m["filter"], out("dedup"), run)
     m["decontaminate"] = steps.decontam_task(config.decontam, m["dedup"], out("decontaminate"), run,
-                                             task_runner=config.data.task_runner)
+                                             task_runner=config.data.task_runner,
+                                             benchmarks_digest=benchmarks_digest(config.decontam))
     m["data"] = steps.split_task(m["decontaminate"], config.data.heldout_fraction, config.seed, out("split"), run)
     m["tokenizer"] = steps.tokenizer_task(config.tokenizer, m["data"], out("tokenizer"), run)
     tokenizer_dir = m["tokenizer"].uris["tokenizer"]

@@ -64,7 +64,7 @@ def configure_optimizer(model, lr: float, weight_decay: float) -> torch.optim.Ad
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8, fused=True)
 
 
 def causal_lm_loss(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

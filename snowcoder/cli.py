@@ -34,22 +34,16 @@ def _setup_env() -> None:
 
 
 def preflight(config) -> None:
-    """Catch the common user mistakes before any flow starts (clear message, no stack trace)."""
-    for source in config.data.sources:
-        if source.startswith("embedded:"):
-            if source != "embedded:python":
-                raise UserError(f"unknown embedded source {source!r}; the embedded corpus is 'embedded:python'")
+    """Catch the common user mistakes before any flow starts (clear message, no stack trace): unknown source
+    syntax, missing directories or dump files, a local directory without a single file to crawl."""
+    from tasks.sources import check_sources
+
+    exts = tuple(config.data.extensions)
+    for spec in check_sources(config.data):
+        if spec.kind != "local" or "*" in exts:
             continue
-        if "://" in source:
-            continue  # remote sources are checked by the crawler
-        path = Path(source)
-        if not path.exists():
-            raise UserError(f"source directory does not exist: {path}")
-        if not path.is_dir():
-            raise UserError(f"source is not a directory: {path}")
-        exts = tuple(config.data.extensions)
-        if not any(f.endswith(exts) for _, _, files in os.walk(path) for f in files):
-            raise UserError(f"source directory {path} holds no files with extensions {', '.join(exts)}")
+        if not any(f.endswith(exts) for _, _, files in os.walk(spec.target) for f in files):
+            raise UserError(f"source directory {spec.target} holds no files with extensions {', '.join(exts)}")
 
 
 def _default_run_root(preset: str) -> str:

@@ -211,8 +211,10 @@ def stage_task(name: str, *, label: str | None = None, code: tuple[str, ...] = (
 
 
 @stage_task("crawl", code=("tasks.crawl",))
-def crawl_task(cfg: DataConfig, out_dir: str, handle: Tracking | None = None, refresh: str = "") -> Manifest:
-    """`refresh` is only part of the reuse key: a new value crawls the sources again (scheduled refreshes)."""
+def crawl_task(cfg: DataConfig, out_dir: str, handle: Tracking | None = None, refresh: str = "",
+               source_list_digest: str = "") -> Manifest:
+    """`refresh` and `source_list_digest` are only part of the reuse key: a new refresh value (scheduled refreshes)
+    or an edited source-list file crawls the sources again."""
     from tasks.crawl import crawl
 
     return crawl(cfg, out_dir)
@@ -242,7 +244,9 @@ def dedup_task(cfg: DedupConfig, inp: Manifest, out_dir: str, handle: Tracking |
 
 @stage_task("decontaminate", code=("tasks.decontam",), not_keyed=("task_runner",))
 def decontam_task(cfg: DecontamConfig, inp: Manifest, out_dir: str, handle: Tracking | None = None,
-                  task_runner: str | None = None) -> Manifest:
+                  task_runner: str | None = None, benchmarks_digest: str = "") -> Manifest:
+    """`benchmarks_digest` (the benchmark files' content) is only part of the reuse key: a replaced benchmark file
+    at the same path decontaminates again."""
     if task_runner:
         from flows.scale import run_stage
 
