@@ -1,8 +1,14 @@
-"""Crawl (every file seen is kept or excluded with a reason; caps; sources), language detection, held-out split."""
+"""Crawl (every file seen is kept or excluded with a reason; caps; a hostile corpus; resume after a kill), language
+detection, held-out split. Source types against real servers: tests/test_sources.py."""
 from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -10,8 +16,9 @@ import pytest
 from snowcoder import storage
 from snowcoder.config import DataConfig, UserError
 from snowcoder.manifest import Manifest
+from tasks import sources as sources_mod
 from tasks import crawl as crawl_mod
-from tasks.crawl import crawl, write_stage_outputs
+from tasks.crawl import DOC_EXTRA_COLUMNS, crawl, write_stage_outputs
 from tasks.language import detect_language
 from tasks.split import split_heldout
 
@@ -81,7 +88,7 @@ def test_crawl_accounts_for_every_file(tree, tmp_path):
                        "big.py": "too-large", "broken.py": "unreadable"}
     assert set(excl.stage) == {"crawl"}
     assert list(excl.columns) == storage.EXCLUSION_COLUMNS
-    assert list(docs.columns) == storage.DOC_COLUMNS
+    assert list(docs.columns) == storage.DOC_COLUMNS + DOC_EXTRA_COLUMNS
 
     assert m.counts["files_seen"] == 9 and m.counts["docs"] == 4 and m.counts["excluded"] == 5
     assert m.counts["skipped_by_cap"] == 0 and m.counts["repos"] == 3
@@ -93,6 +100,8 @@ def test_crawl_accounts_for_every_file(tree, tmp_path):
     assert row.content == GOOD and row.language == "python" and row.source == str(tree)
     assert row.doc_id == hashlib.sha1(f"{tree}:repoA:good.py".encode()).hexdigest()[:16]
     assert row.content_sha256 == hashlib.sha256(GOOD.encode()).hexdigest()
+    assert row.source_uri == f"file://{tree}/repoA/good.py" and pd.isna(row.license)
+    assert not (tmp_path / "out" / crawl_mod.WORK_DIR).exists()  # the work directory is gone once outputs exist
     m.save(str(tmp_path / "out" / "manifest.json"))  # the Prefect step saves it (the commit marker of the stage)
     assert Manifest.load(str(tmp_path / "out" / "manifest.json")) == m
 
@@ -108,7 +117,7 @@ def test_crawl_unreadable_via_permission_error(tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(crawl_mod, "open", fake_open, raising=False)
+    monkeypatch.setattr(sources_mod, "open", fake_open, raising=False)
     m = crawl(DataConfig(sources=[str(src)]), str(tmp_path / "out"))
     docs, excl = _outputs(m)
     assert list(docs.path) == ["a.py"] and list(docs.repo) == ["repo"]  # no sub-dirs: the dir is the repo
@@ -160,6 +169,172 @@ def test_crawl_embedded_python(tmp_path):
     assert docs.repo.nunique() >= 12  # round-robin: one file from each of many repos, not 60 from the first few
     assert not any("__pycache__" in p or ".dist-info" in p for p in docs.path)
     assert set(docs.language) == {"python"}
+
+
+# --------------------------------------------------------------------------- a hostile corpus
+def test_hostile_corpus_every_file_accounted_for(tmp_path, monkeypatch):
+    """Binary, undecodable, huge single-line, symlink loops, symlinks leaving the source, a FIFO, unreadable and
+    empty files: no crash, no endless walk, every file in the docs or the exclusions with its reason."""
+    src, outside = tmp_path / "src", tmp_path / "outside"
+    _write(outside / "secret.py", "KEY = 'not yours'\n")
+    _write(outside / "pkg" / "lib.py", GOOD)
+    r = src / "repo"
+    _write(r / "ok.py", GOOD)
+    _write(r / "bin.py", b"\x7fELF\x00\x00\x01")
+    _write(r / "cp1252.py", b"s = '\x93quoted\x94'\n")
+    _write(r / "one_line.py", "x = '" + "a" * 200_000 + "'\n")  # 200 KB on one line: kept, the filters judge it
+    _write(r / "huge_line.py", "y = '" + "b" * 1_100_000 + "'\n")  # over max_file_bytes: too-large, never read
+    _write(r / "empty.py", b"")
+    _write(r / "locked.py", GOOD + "# locked\n")
+    _write(r / "sub" / "deep.py", GOOD + "# deep\n")
+    os.symlink(r, r / "sub" / "loop")  # directory loop: not descended
+    os.symlink("..", r / "sub" / "up")  # another loop, relative
+    os.symlink(r / "ok.py", r / "alias.py")  # a link inside the source: read like a file
+    os.symlink(outside / "secret.py", r / "leak.py")  # a link leaving the source: excluded, not read
+    os.symlink(outside / "pkg", r / "vendored")  # a directory link leaving the source: excluded
+    os.symlink(r / "a_loop.py", r / "b_loop.py")  # a file link loop: unreadable
+    os.symlink(r / "b_loop.py", r / "a_loop.py")
+    os.symlink(r / "gone.py", r / "dangling.py")
+    os.mkfifo(r / "pipe.py")  # not a regular file: unreadable (and no blocking open)
+    real_open = open
+
+    def fake_open(path, *args, **kwargs):
+        if str(path).endswith("locked.py"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(sources_mod, "open", fake_open, raising=False)
+    cfg = DataConfig(sources=[str(src)], max_files=None, max_files_per_repo=None)
+    m = crawl(cfg, str(tmp_path / "out"))
+    docs, excl = _outputs(m)
+    assert set(docs.path) == {"ok.py", "one_line.py", "sub/deep.py", "alias.py"}
+    assert dict(zip(excl.path, excl.reason)) == {
+        "bin.py": "binary", "cp1252.py": "not-utf8", "huge_line.py": "too-large", "empty.py": "empty",
+        "locked.py": "unreadable", "leak.py": "symlink-outside", "vendored": "symlink-outside",
+        "a_loop.py": "unreadable", "b_loop.py": "unreadable", "dangling.py": "unreadable", "pipe.py": "unreadable",
+    }
+    assert excl.set_index("path").loc["huge_line.py", "size_bytes"] > 1_000_000
+    assert docs.set_index("path").loc["one_line.py", "size_bytes"] == 200_007
+    assert "not yours" not in "".join(docs.content)
+    assert m.counts["files_seen"] == len(docs) + len(excl) == 15
+
+
+def test_empty_source_among_others_is_counted_all_empty_is_an_error(tmp_path):
+    good, empty, other = tmp_path / "good", tmp_path / "empty", tmp_path / "txt"
+    _write(good / "a.py", GOOD)
+    empty.mkdir()
+    _write(other / "r" / "notes.txt", "text only")
+    m = crawl(DataConfig(sources=[str(good), str(empty), str(other)]), str(tmp_path / "o1"))
+    docs, excl = _outputs(m)
+    assert list(docs.path) == ["a.py"]
+    assert sorted(zip(excl.source, excl.path, excl.reason)) == [(str(empty), "", "empty-source"),
+                                                                (str(other), "", "empty-source")]
+    assert m.counts["source_errors"] == 2 and m.counts["skipped_by_extension"] == 1
+    assert set(m.stats["source_errors"]) == {str(empty), str(other)}
+    with pytest.raises(UserError, match="no data source yielded any file"):
+        crawl(DataConfig(sources=[str(empty), str(other)]), str(tmp_path / "o2"))
+
+
+def test_extensions_star_takes_every_file(tmp_path):
+    _write(tmp_path / "r" / "a.py", GOOD)
+    _write(tmp_path / "r" / "README", "read me\n")
+    _write(tmp_path / "r" / "x.rs", "fn main() {}\n")
+    m = crawl(DataConfig(sources=[str(tmp_path / "r")], extensions=["*"]), str(tmp_path / "o"))
+    docs, _ = _outputs(m)
+    assert [x if isinstance(x, str) else None for x in docs.language] == [None, "python", "rust"]
+    assert docs.path.tolist() == ["README", "a.py", "x.rs"]
+
+
+# --------------------------------------------------------------------------- resume after a crash
+def _corpus(root: Path, repos: int = 6, files: int = 3) -> Path:
+    for r in range(repos):
+        for f in range(files):
+            _write(root / f"repo{r}" / f"f{f}.py", f"def f_{r}_{f}():\n    return {r * f}\n")
+        _write(root / f"repo{r}" / "bad.py", b"\x00binary")
+    return root
+
+
+def _same_outputs(a: Manifest, b: Manifest) -> None:
+    da, xa = _outputs(a)
+    db, xb = _outputs(b)
+    assert a.digest == b.digest
+    pd.testing.assert_frame_equal(da, db)
+    pd.testing.assert_frame_equal(xa, xb)
+    assert [Path(u).name for u in a.shard_uris("docs")] == [Path(u).name for u in b.shard_uris("docs")]
+
+
+def test_resume_after_an_exception_skips_finished_batches(tmp_path, monkeypatch):
+    src = _corpus(tmp_path / "src")
+    cfg = DataConfig(sources=[str(src)], max_files=None, max_files_per_repo=None, shard_docs=5)
+    monkeypatch.setattr(crawl_mod, "BATCH_FILES", 4)  # one repository (3 files + 1 exclusion) per batch
+    full = crawl(cfg, str(tmp_path / "full"))
+    assert full.counts["batches"] == 6 and full.counts["batches_resumed"] == 0
+
+    def crash(done: int, total: int) -> None:
+        if done == 2:
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(crawl_mod, "AFTER_BATCH", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crawl(cfg, str(tmp_path / "out"))
+    work = tmp_path / "out" / crawl_mod.WORK_DIR
+    assert len(list(work.glob("*/batches/*.arrow"))) == 2
+    read = []
+    monkeypatch.setattr(crawl_mod, "AFTER_BATCH", lambda done, total: read.append(total))
+    resumed = crawl(cfg, str(tmp_path / "out"))
+    assert resumed.counts["batches_resumed"] == 2 and read == [4] * 4  # only the 4 unfinished batches were read
+    _same_outputs(full, resumed)
+    assert not work.exists()
+
+    # other settings do not resume from that work directory: the stale one is dropped
+    monkeypatch.setattr(crawl_mod, "AFTER_BATCH", crash)
+    with pytest.raises(RuntimeError):
+        crawl(cfg, str(tmp_path / "out2"))
+    monkeypatch.setattr(crawl_mod, "AFTER_BATCH", None)
+    other = crawl(cfg.model_copy(update={"max_files_per_repo": 2}), str(tmp_path / "out2"))
+    assert other.counts["batches_resumed"] == 0 and other.counts["docs"] == 12
+
+
+_KILLER = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+from snowcoder.config import DataConfig
+import tasks.crawl as c
+c.BATCH_FILES = 4
+c.AFTER_BATCH = lambda done, total: os.kill(os.getpid(), signal.SIGKILL) if done == 3 else None
+c.crawl(DataConfig.model_validate_json({cfg!r}), {out!r})
+"""
+
+
+def test_resume_after_sigkill_equals_uninterrupted(tmp_path, monkeypatch):
+    src = _corpus(tmp_path / "src", repos=5)
+    cfg = DataConfig(sources=[str(src)], max_files=None, max_files_per_repo=None, shard_docs=4)
+    out = tmp_path / "out"
+    script = _KILLER.format(root=str(Path(__file__).resolve().parents[1]), cfg=cfg.model_dump_json(), out=str(out))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert len(list((out / crawl_mod.WORK_DIR).glob("*/batches/*.arrow"))) == 3
+    assert not list(out.glob("docs-*.parquet"))  # killed before the merge
+
+    monkeypatch.setattr(crawl_mod, "BATCH_FILES", 4)
+    resumed = crawl(cfg, str(out))
+    full = crawl(cfg, str(tmp_path / "full"))
+    assert resumed.counts["batches_resumed"] == 3 and resumed.counts["batches"] == 5
+    _same_outputs(full, resumed)
+
+
+def test_make_batches_never_splits_a_unit():
+    from tasks.sources import Item, RepoListing
+
+    def repo(source, name, n, part=0, kind="local"):
+        return RepoListing(source, name, kind, {}, items=[Item(f"f{i}", "") for i in range(n)], part=part)
+
+    repos = [repo("s2", "b", 3), repo("s1", "z", 1), repo("s1", "a", 3), repo("s1", "a", 2), repo("s1", "c", 9),
+             repo("d", "x", 5, part=0, kind="dump"), repo("d", "y", 5, part=0, kind="dump"),
+             repo("d", "x", 1, part=1, kind="dump"), RepoListing("s1", "nothing", "local", {})]
+    batches = crawl_mod.make_batches(repos, batch_files=3)
+    assert batches == [[5, 6], [7], [2, 3], [4], [1], [0]]
+    assert crawl_mod.make_batches(repos, batch_files=100) == [[5, 6], [7], [2, 3, 4, 1], [0]]
 
 
 # --------------------------------------------------------------------------- held-out split
