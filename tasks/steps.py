@@ -149,7 +149,8 @@ def stage_task(name: str, *, label: str | None = None, code: tuple[str, ...] = (
     """Make a stage function (returning a Manifest) a Prefect task that is reused when already finished.
 
     The key covers the stage's arguments (configs by value, manifests by digest, URIs) and the code version of the
-    `code` modules (`not_keyed` arguments, e.g. where tasks run, are left out). `<out_dir>/manifest.json` carrying that key is the stage's commit marker: it is written last, after
+    `code` modules (`not_keyed` arguments or "arg.field" config fields that only set where or how fast work runs are
+    left out). `<out_dir>/manifest.json` carrying that key is the stage's commit marker: it is written last, after
     every output, and removed before a re-run starts, so a run killed mid-stage re-runs that stage from scratch and
     reuses everything before it. A reused stage finishes in Prefect's `Cached` state and its counts are logged to the
     current MLflow run again (with `<stage>.reused = 1`). `after(manifest, arguments)` runs in both cases.
@@ -168,6 +169,10 @@ def stage_task(name: str, *, label: str | None = None, code: tuple[str, ...] = (
             # arguments left at their default are not part of the key: a new optional argument keeps old work valid
             inputs = {k: v for k, v in arguments.items()
                       if k != "handle" and k not in not_keyed and not _is_default(v, sig.parameters[k].default)}
+            for dotted in (n for n in not_keyed if "." in n):  # "cfg.workers": a config field that only sets speed
+                arg, field = dotted.split(".", 1)
+                if isinstance(inputs.get(arg), BaseModel):
+                    inputs[arg] = {k: v for k, v in inputs[arg].model_dump(mode="json").items() if k != field}
             key = stage_key(stage, inputs, code_digest(*code))
             marker = storage.join(out_dir, "manifest.json")
             log = _logger()
@@ -235,7 +240,7 @@ def filter_task(cfg: FilterConfig, inp: Manifest, out_dir: str, handle: Tracking
     return filter_docs(cfg, inp, out_dir)
 
 
-@stage_task("dedup", code=("tasks.dedup",))
+@stage_task("dedup", code=("tasks.dedup",), not_keyed=("cfg.workers", "cfg.keep_work"))
 def dedup_task(cfg: DedupConfig, inp: Manifest, out_dir: str, handle: Tracking | None = None) -> Manifest:
     from tasks.dedup import dedup
 

@@ -150,15 +150,16 @@ def test_phase3_change_reruns_only_phase3(micro_run, base_dir):
 
 
 def test_run_killed_in_a_data_stage_resumes_identically(micro_run, base_dir):
-    """SIGKILL (fault injection) right after dedup wrote its outputs, before its commit marker; the rerun reuses
-    crawl and filter, redoes dedup and what follows, and ends with exactly the data of the uninterrupted run."""
+    """SIGKILL (fault injection) in the middle of near-dedup, after its first signature shard; the rerun reuses
+    crawl, filter and the finished signature shard, redoes the rest and ends with exactly the data of the
+    uninterrupted run."""
     reference, _ = micro_run
     run_root = base_dir / "killed-data"
     log = base_dir / "killed-data.log"
     with log.open("w") as out:
         killed = subprocess.Popen(
             [sys.executable, "-m", "snowcoder.cli", "run", "--preset", "micro", "--run-root", str(run_root),
-             "--until", "data"], cwd=REPO, env=cli_env(base_dir, SNOWCODER_FAILPOINT="dedup"), stdout=out,
+             "--until", "data"], cwd=REPO, env=cli_env(base_dir, SNOWCODER_DEDUP_FAILPOINT="signatures:1"), stdout=out,
             stderr=subprocess.STDOUT, start_new_session=True)
         killed.wait(timeout=600)
     kill_session(killed.pid)  # what a SIGKILL leaves behind (Prefect's ephemeral server) goes with its session
@@ -168,6 +169,9 @@ def test_run_killed_in_a_data_stage_resumes_identically(micro_run, base_dir):
     summary = json.loads((run_root / "summary.json").read_text())
     assert {s: summary["phases"][0]["stages"][s] for s in ("crawl", "filter", "dedup")} == \
         {"crawl": "reused", "filter": "reused", "dedup": "ran"}
+    dedup = json.loads((run_root / "phase1" / "dedup" / "manifest.json").read_text())
+    assert dedup["stats"]["work"]["signature_shards_reused"] >= 1 and dedup["digest"] == json.loads(
+        (reference / "phase1" / "dedup" / "manifest.json").read_text())["digest"]
     assert manifest_digests(run_root, "phase1", PHASE1_DATA) == manifest_digests(reference, "phase1", PHASE1_DATA)
     def docs(root: Path) -> list[str]:
         split = json.loads((root / "phase1" / "split" / "manifest.json").read_text())["uris"]
