@@ -60,7 +60,7 @@ from snowcoder import storage
 from snowcoder.config import DecontamConfig
 from snowcoder.manifest import Manifest
 from tasks.benchmarks import file_version, load_source
-from tasks.crawl import exclusions_frame, read_docs, shard_docs_of, write_stage_outputs
+from tasks.docio import exclusions_frame, read_docs, shard_docs_of, write_stage_outputs
 from tasks.shards import code_version, ordered_parts, read_shard, split_by_shard
 
 log = logging.getLogger("snowcoder.decontam")

@@ -68,7 +68,7 @@ import pandas as pd
 from snowcoder import storage
 from snowcoder.config import DedupConfig, UserError
 from snowcoder.manifest import Manifest
-from tasks.crawl import exclusions_frame, shard_docs_of
+from tasks.docio import exclusions_frame, shard_docs_of
 
 log = logging.getLogger("snowcoder.dedup")
 

@@ -49,7 +49,7 @@ import pandas as pd
 
 from snowcoder.config import FilterConfig, UserError
 from snowcoder.manifest import Manifest
-from tasks.crawl import exclusions_frame, read_docs, shard_docs_of, write_stage_outputs
+from tasks.docio import exclusions_frame, read_docs, shard_docs_of, write_stage_outputs
 from tasks.language import UNKNOWN, detect_language, normalise_language
 from tasks.pii import KINDS, find_pii, redact
 from tasks.shards import code_version, ordered_parts, read_shard, split_by_shard

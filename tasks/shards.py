@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from snowcoder import storage
 from snowcoder.config import UserError
 from snowcoder.manifest import Manifest
-from tasks.crawl import read_docs
+from tasks.docio import read_docs
 
 Part = dict[str, Any]
 ShardFn = Callable[[str, int], Part]

@@ -14,7 +14,7 @@ import pandas as pd
 from snowcoder import storage
 from snowcoder.config import UserError
 from snowcoder.manifest import Manifest
-from tasks.crawl import read_docs, shard_docs_of
+from tasks.docio import read_docs, shard_docs_of
 
 log = logging.getLogger("snowcoder.split")
 

@@ -431,7 +431,7 @@ def select_seeds(docs: pd.DataFrame, n_seeds: int) -> pd.DataFrame:
 
 
 def _document(code: str, seed_doc_id: str, sample: int, generator: str) -> dict:
-    from tasks.crawl import doc_id_for
+    from tasks.docio import doc_id_for
 
     content = code if code.endswith("\n") else code + "\n"
     data = content.encode("utf-8", errors="surrogatepass")
