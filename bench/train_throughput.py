@@ -59,13 +59,13 @@ def run_ours(args, work: Path) -> dict:
                   "grad_clip": 1.0, "eval_every": 0},
     }
     (work / "spec.json").write_text(json.dumps(spec))
-    cfg = REPO / "infra" / "accelerate" / ("single-gpu.yaml" if args.cuda else "cpu.yaml")
-    out = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(cfg), "-m",
-                          "model.train", "--spec", str(work / "spec.json")], cwd=REPO, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    from tasks.train import accelerate_config_path, launch_command, read_metrics
+
+    cmd = launch_command(accelerate_config_path("single-gpu" if args.cuda else "cpu"), work / "spec.json")
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     if out.returncode:
         raise SystemExit(out.stdout[-3000:] + out.stderr[-3000:])
-    rows = [json.loads(line) for line in (work / "ours" / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_metrics(str(work / "ours"))
     steady = [r["tok_per_s"] for r in rows[1:] if "tok_per_s" in r] or [rows[-1]["tok_per_s"]]  # skip warm-up
     result = json.loads((work / "ours" / "result.json").read_text())
     return {"tok_per_s": float(np.median(steady)), "mfu": result.get("mfu"), "params": result["params"],

@@ -1,6 +1,8 @@
 """What phases hand each other: small, serialisable results (URIs, counts), never data."""
 from __future__ import annotations
 
+import time
+
 from pydantic import BaseModel, Field
 
 from snowcoder.manifest import Manifest
@@ -64,26 +66,36 @@ class PhaseResult(BaseModel):
         }
 
 
-def train_and_evaluate(
+DATA_STOPS = {"alpha": "data", "beta": "annotate", "final": "synthesize"}
+
+
+def complete_phase(
     config, phase: str, manifests: dict[str, Manifest], tokenizer_dir: str, heldout_uri: str, init_from: str | None,
-    out_dir: str, seed: int, run: Tracking, until: str | None,
-) -> None:
-    """The tail every phase shares: train (accelerate subprocess) on manifests["tokens"], then evaluate the
-    checkpoint; adds "train" and "eval" to `manifests`, stopping where `until` says."""
+    seed: int, run: Tracking, until: str | None, started: float,
+) -> PhaseResult:
+    """The tail every phase shares, once its data is ready in manifests["tokens"]: unless the run stops after the
+    data, train (accelerate subprocess) and evaluate the checkpoint (stopping where `until` says); then the phase's
+    result and its Prefect artifacts and MLflow plots."""
+    from flows.reporting import publish_phase
     from snowcoder import storage
+    from snowcoder.reports import PHASE_DIRS
     from tasks import steps
 
-    phase_cfg = getattr(config.train, phase)
-    manifests["train"] = steps.train_task(
-        phase, config.model, phase_cfg, config.train, tokenizer_dir, manifests["tokens"].uris["tokens"], heldout_uri,
-        init_from, storage.join(out_dir, "train"), seed, run,
-    )
-    if reached(until, f"train-{phase}"):
-        return
-    manifests["eval"] = steps.eval_task(
-        phase, config.eval, manifests["train"].uris["checkpoint"], heldout_uri, config.model.seq_len,
-        storage.join(out_dir, "eval"), run,
-    )
+    out_dir = storage.join(config.run_root, PHASE_DIRS[phase])
+    if not reached(until, DATA_STOPS[phase]):
+        manifests["train"] = steps.train_task(
+            phase, config.model, getattr(config.train, phase), config.train, tokenizer_dir,
+            manifests["tokens"].uris["tokens"], heldout_uri, init_from, storage.join(out_dir, "train"), seed, run,
+        )
+        if not reached(until, f"train-{phase}"):
+            manifests["eval"] = steps.eval_task(
+                phase, config.eval, manifests["train"].uris["checkpoint"], heldout_uri, config.model.seq_len,
+                storage.join(out_dir, "eval"), run,
+            )
+    result = PhaseResult(phase=phase, manifests=manifests, mlflow_run_id=run.run_id,
+                         seconds=time.perf_counter() - started)
+    publish_phase(result, run)
+    return result
 
 
-__all__ = ["STOPS", "PhaseResult", "Tracking", "prefect_tags", "reached", "train_and_evaluate"]
+__all__ = ["STOPS", "PhaseResult", "Tracking", "complete_phase", "prefect_tags", "reached"]

@@ -5,8 +5,7 @@ import time
 
 from prefect import flow
 
-from flows.common import PhaseResult, prefect_tags, reached, train_and_evaluate
-from flows.reporting import publish_phase
+from flows.common import PhaseResult, complete_phase, prefect_tags
 from snowcoder import storage, tracking
 from snowcoder.config import PipelineConfig
 from snowcoder.manifest import Manifest
@@ -17,10 +16,10 @@ from tasks import steps
 def data_stages(config: PipelineConfig, run: Tracking | None, refresh: str = "") -> dict[str, Manifest]:
     """The phase-1 data: every stage reads the previous stage's manifest and writes under <run root>/phase1/."""
     out = lambda stage: storage.join(config.run_root, "phase1", stage)  # noqa: E731
-    m: dict[str, Manifest] = {}
     from tasks.decontam import benchmarks_digest
     from tasks.sources import source_list_digest
 
+    m: dict[str, Manifest] = {}
     m["crawl"] = steps.crawl_task(config.data, out("crawl"), run, refresh, source_list_digest(config.data))
     m["filter"] = steps.filter_task(config.filter, m["crawl"], out("filter"), run, task_runner=config.data.task_runner)
     m["dedup"] = steps.dedup_task(config.dedup, m["filter"], out("dedup"), run)
@@ -47,9 +46,5 @@ def phase1_flow(config: PipelineConfig, parent: Tracking, until: str | None = No
     with tracking.scope(tracking.start_child(parent, "phase1-alpha",
                                              tags={"snowcoder.phase": "alpha", **prefect_tags()})) as run:
         m = data_stages(config, run, refresh)
-        if not reached(until, "data"):
-            train_and_evaluate(config, "alpha", m, m["tokenizer"].uris["tokenizer"], m["heldout"].uris["tokens"], None,
-                               storage.join(config.run_root, "phase1"), config.seed, run, until)
-        result = PhaseResult(phase="alpha", manifests=m, mlflow_run_id=run.run_id, seconds=time.perf_counter() - t0)
-        publish_phase(result, run)
-    return result
+        return complete_phase(config, "alpha", m, m["tokenizer"].uris["tokenizer"], m["heldout"].uris["tokens"], None,
+                              config.seed, run, until, t0)

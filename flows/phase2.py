@@ -5,8 +5,7 @@ import time
 
 from prefect import flow
 
-from flows.common import PhaseResult, prefect_tags, reached, train_and_evaluate
-from flows.reporting import publish_phase
+from flows.common import PhaseResult, complete_phase, prefect_tags
 from snowcoder import storage, tracking
 from snowcoder.config import PipelineConfig
 from snowcoder.manifest import Manifest
@@ -29,9 +28,5 @@ def phase2_flow(config: PipelineConfig, parent: Tracking, alpha: PhaseResult, un
             "pack-beta", tokenizer_dir, [(m["select"].shard_uris("docs"), 1.0)], out("tokens"), config.train.order,
             config.seed + 1, repeat=config.train.beta.repeat, handle=run,
         )
-        if not reached(until, "annotate"):
-            train_and_evaluate(config, "beta", m, tokenizer_dir, alpha.manifests["heldout"].uris["tokens"],
-                               alpha.checkpoint, storage.join(config.run_root, "phase2"), config.seed + 1, run, until)
-        result = PhaseResult(phase="beta", manifests=m, mlflow_run_id=run.run_id, seconds=time.perf_counter() - t0)
-        publish_phase(result, run)
-    return result
+        return complete_phase(config, "beta", m, tokenizer_dir, alpha.manifests["heldout"].uris["tokens"],
+                              alpha.checkpoint, config.seed + 1, run, until, t0)

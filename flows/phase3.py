@@ -5,8 +5,7 @@ import time
 
 from prefect import flow, get_run_logger
 
-from flows.common import PhaseResult, prefect_tags, reached, train_and_evaluate
-from flows.reporting import publish_phase
+from flows.common import PhaseResult, complete_phase, prefect_tags
 from snowcoder import storage, tracking
 from snowcoder.config import PipelineConfig
 from snowcoder.manifest import Manifest
@@ -36,9 +35,5 @@ def phase3_flow(config: PipelineConfig, parent: Tracking, alpha: PhaseResult, be
             total_tokens=config.train.final.tokens if len(sources) > 1 else None, handle=run,
             max_repeat=config.train.final.max_repeat,
         )
-        if not reached(until, "synthesize"):
-            train_and_evaluate(config, "final", m, tokenizer_dir, alpha.manifests["heldout"].uris["tokens"],
-                               beta.checkpoint, storage.join(config.run_root, "phase3"), config.seed + 2, run, until)
-        result = PhaseResult(phase="final", manifests=m, mlflow_run_id=run.run_id, seconds=time.perf_counter() - t0)
-        publish_phase(result, run)
-    return result
+        return complete_phase(config, "final", m, tokenizer_dir, alpha.manifests["heldout"].uris["tokens"],
+                              beta.checkpoint, config.seed + 2, run, until, t0)

@@ -1,7 +1,7 @@
 """`snowcoder` command line.
 
     snowcoder run [--preset tiny] [--config file.yaml] [--run-root URI] [--until STOP] [--no-reuse]
-    snowcoder stack up|down|status|env               # local Prefect server + MLflow server + S3 store (infra/)
+    snowcoder stack [--state-dir D] up|down|status|env   # local Prefect server + MLflow server + S3 store (infra/)
     snowcoder deploy [--name N] [--worker]           # register deployments/prefect.yaml (PREFECT_API_URL)
     snowcoder presets
     snowcoder config [--preset P] [--config F]      # print the resolved config and its digest
@@ -113,10 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--until", choices=STOPS, default=None, help="stop after this stage (default: run everything)")
             p.add_argument("--no-reuse", action="store_true",
                            help="run every stage again, even those finished in this run root with the same inputs")
-    p = sub.add_parser("stack", help="the local stack: Prefect server, MLflow server, S3-compatible store")
-    p.add_argument("action", choices=("up", "down", "status", "env"))
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="e.g. --state-dir D, down --discard-s3")
-    p.set_defaults(fn=lambda a: __import__("snowcoder.stack", fromlist=["main"]).main([a.action, *a.rest]))
+    # listed for -h only: main() hands `snowcoder stack ...` to snowcoder.stack.main, which owns its arguments
+    sub.add_parser("stack", help="the local stack: Prefect server, MLflow server, S3-compatible store "
+                                 "(snowcoder stack -h)")
     p = sub.add_parser("deploy", help="register deployments/prefect.yaml on the Prefect server (PREFECT_API_URL)")
     p.add_argument("--name", action="append", default=None, help="only this deployment (repeatable; default: all)")
     p.add_argument("--worker", action="store_true", help="then run a process worker in the foreground")
@@ -128,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     _setup_env()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["stack"]:
+        from snowcoder.stack import main as stack_main
+
+        return stack_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)

@@ -461,12 +461,12 @@ def _deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def _format_validation_error(err: ValidationError) -> str:
+def _format_validation_error(err: ValidationError, what: str = "configuration") -> str:
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(root)"
         lines.append(f"  {loc}: {e['msg']}")
-    return "invalid configuration:\n" + "\n".join(lines)
+    return f"invalid {what}:\n" + "\n".join(lines)
 
 
 def load_config(

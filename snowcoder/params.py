@@ -128,7 +128,7 @@ def coerce_overrides(overrides: Any) -> PipelineOverrides:  # type: ignore[valid
     try:
         return PipelineOverrides.model_validate(dict(overrides))
     except ValidationError as exc:
-        raise UserError(_format_validation_error(exc).replace("invalid configuration", "invalid overrides")) from None
+        raise UserError(_format_validation_error(exc, what="overrides")) from None
 
 
 def overrides_dict(overrides: Any) -> dict[str, Any]:

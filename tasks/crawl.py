@@ -36,10 +36,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Callable
 
 import pandas as pd
@@ -48,6 +46,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from snowcoder import storage
+from snowcoder.code import code_digest
 from snowcoder.config import DataConfig, UserError
 from snowcoder.manifest import Manifest
 from tasks import sources as src
@@ -99,10 +98,7 @@ def select_items(repos: list[RepoListing], max_files: int | None, max_files_per_
 
 # --------------------------------------------------------------------------- work directory (resume)
 def _code_version() -> str:
-    h = hashlib.sha256()
-    for path in (__file__, src.__file__, sys.modules[detect_language.__module__].__file__):
-        h.update(Path(path).read_bytes())
-    return h.hexdigest()
+    return code_digest(__name__)  # this module and what it imports: sources, language, docio, storage
 
 
 def work_key(cfg: DataConfig) -> str:

@@ -59,13 +59,13 @@ import signal
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
-from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
 
 from snowcoder import storage
+from snowcoder.code import code_digest
 from snowcoder.config import DedupConfig, UserError
 from snowcoder.manifest import Manifest
 from tasks.docio import exclusions_frame, shard_docs_of
@@ -474,7 +474,7 @@ class _Work:
     """Files of one dedup run under <out_dir>/work/<key>/ (the key changes with config, input and code)."""
 
     def __init__(self, cfg: DedupConfig, inp: Manifest, out_dir: str):
-        source = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+        source = code_digest(__name__)
         blob = json.dumps({"v": _WORK_VERSION, "cfg": cfg.model_dump(mode="json", exclude={"workers", "keep_work"}),
                            "docs": inp.shard_uris("docs"), "digest": inp.digest, "code": source}, sort_keys=True)
         self.key = hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -130,12 +130,16 @@ class DocView:
         self.content, self.path, self.language = content, path, language
 
     @cached_property
+    def _lengths(self) -> list[int]:
+        return list(map(len, self.content.splitlines()))  # split once, for both numbers below
+
+    @cached_property
     def line_lengths(self) -> list[int]:
-        return list(map(len, self.content.splitlines())) or [0]
+        return self._lengths or [0]
 
     @cached_property
     def n_lines(self) -> int:
-        return len(self.content.splitlines())
+        return len(self._lengths)
 
     @cached_property
     def alnum_fraction(self) -> float:

@@ -17,17 +17,14 @@ shard function its rows (`split_by_shard`), so the default path reads no more th
 """
 from __future__ import annotations
 
-import functools
-import hashlib
-import importlib
 import itertools
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import pandas as pd
 import pyarrow.parquet as pq
 
 from snowcoder import storage
+from snowcoder.code import code_digest
 from snowcoder.config import UserError
 from snowcoder.manifest import Manifest
 from tasks.docio import read_docs
@@ -37,15 +34,12 @@ ShardFn = Callable[[str, int], Part]
 MapFn = Callable[[ShardFn, list[str], list[int]], Iterable[Part]]
 
 
-@functools.lru_cache(maxsize=None)
 def code_version(*modules: str) -> str:
-    """Digest of the source files of `modules` (plus this module and tasks.crawl, which read the shards). Partials carry
-    it and the merge compares it with its own: a Dask worker running other code (a stale image or venv) would make
-    other decisions, and must fail the stage instead of changing its outputs silently."""
-    h = hashlib.sha256()
-    for name in (*modules, __name__, "tasks.crawl"):
-        h.update(name.encode() + b":" + Path(importlib.import_module(name).__file__).read_bytes())
-    return h.hexdigest()[:16]
+    """Digest of the code of `modules` and this module (snowcoder.code: with every module of ours they import, e.g.
+    tasks.docio, which reads the shards). Partials carry it and the merge compares it with its own: a Dask worker
+    running other code (a stale image or venv) would make other decisions, and must fail the stage instead of
+    changing its outputs silently."""
+    return code_digest(*modules, __name__)
 
 
 def read_shard(uri: str) -> pd.DataFrame:

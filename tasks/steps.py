@@ -5,17 +5,14 @@ next to the stage's outputs and returns it. Data never passes through here: only
 """
 from __future__ import annotations
 
-import ast
 import functools
 import hashlib
-import importlib.util
 import inspect
 import json
 import logging
 import os
 import signal
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 from prefect import get_run_logger, task
@@ -37,14 +34,13 @@ from snowcoder.config import (
     TokenizerConfig,
     TrainConfig,
 )
+from snowcoder.code import code_digest, module_closure as _module_closure  # noqa: F401
 from snowcoder.manifest import Manifest
 from snowcoder.tracking import Tracking
 
 # Prefect's own result cache is off: reuse is keyed on content below and persisted next to the outputs (works for
 # any run root, s3:// included, and survives the loss of the Prefect database).
 TASK_OPTS = dict(cache_policy=NO_CACHE, persist_result=False)
-PACKAGES = ("tasks", "model", "snowcoder")
-NOT_CODE = {"snowcoder.config", "snowcoder.manifest", "snowcoder.tracking", "snowcoder.cli", "tasks.steps"}
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
@@ -57,45 +53,6 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
 def reuse_enabled() -> bool:
     """SNOWCODER_REUSE=0 (or `snowcoder run --no-reuse`) re-runs every stage even when a finished one matches."""
     return os.environ.get("SNOWCODER_REUSE", "1").lower() not in ("0", "false", "no")
-
-
-@functools.lru_cache(maxsize=None)
-def _module_closure(module: str) -> tuple[tuple[str, str], ...]:
-    """(module, source sha256) of `module` and every module of ours it imports, transitively (AST, lazy imports too).
-    A package named here counts with all its modules. Configs are keyed by value, so snowcoder.config and other
-    bookkeeping modules are left out."""
-    seen: dict[str, str] = {}
-    todo = [module]
-    while todo:
-        name = todo.pop()
-        if name in seen or name in NOT_CODE:
-            continue
-        spec = importlib.util.find_spec(name)
-        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-            continue
-        source = Path(spec.origin).read_bytes()
-        seen[name] = hashlib.sha256(source).hexdigest()
-        if name == module and spec.submodule_search_locations:
-            todo += [f"{name}.{p.stem}" for p in Path(spec.origin).parent.glob("*.py") if p.stem != "__init__"]
-        for node in ast.walk(ast.parse(source)):
-            if isinstance(node, ast.Import):
-                todo += [a.name for a in node.names if a.name.split(".")[0] in PACKAGES]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
-                    and node.module.split(".")[0] in PACKAGES:
-                todo.append(node.module)  # `from pkg import mod` names a module: take it when it is one
-                todo += [f"{node.module}.{a.name}" for a in node.names
-                         if importlib.util.find_spec(node.module).submodule_search_locations]
-    return tuple(sorted(seen.items()))
-
-
-def code_digest(*modules: str) -> str:
-    """Version of the code that a stage runs: a digest of its modules' sources (not the git SHA, so editing a README
-    or another stage does not invalidate finished work)."""
-    h = hashlib.sha256()
-    for module in modules:
-        for name, sha in _module_closure(module):
-            h.update(f"{name}:{sha}\n".encode())
-    return h.hexdigest()[:16]
 
 
 def _keyable(value: Any) -> Any:
