@@ -55,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 from snowcoder import storage  # noqa: E402
 from snowcoder.config import DedupConfig, FilterConfig  # noqa: E402
 from tasks.crawl import write_stage_outputs  # noqa: E402
-from tasks.dedup import dedup, shingles  # noqa: E402
+from tasks.dedup import dedup, lsh_shape, shingles  # noqa: E402
 from tasks.filters import filter_docs  # noqa: E402
 
 DEFAULT_VENV = ROOT / "bench" / ".cache" / "venv-datatrove"  # `.cache/` is git-ignored
@@ -320,16 +320,17 @@ def ensure_venv(venv: Path) -> Path:
     return python
 
 
-def run_ours(crawl_manifest, tmp: Path, backend: str, profile: bool) -> dict:
+def run_ours(crawl_manifest, tmp: Path, backend: str, recall_weight: float | None, profile: bool) -> dict:
+    name = f"{backend}-{recall_weight}"
     t = time.perf_counter()
-    filtered = filter_docs(FilterConfig(), crawl_manifest, str(tmp / f"filter-{backend}"))
+    filtered = filter_docs(FilterConfig(), crawl_manifest, str(tmp / f"filter-{name}"))
     t_filter = time.perf_counter() - t
-    cfg = DedupConfig(backend=backend)
+    cfg = DedupConfig(backend=backend, recall_weight=recall_weight)
     profiler = cProfile.Profile() if profile else None
     t = time.perf_counter()
     if profiler:
         profiler.enable()
-    deduped = dedup(cfg, filtered, str(tmp / f"dedup-{backend}"))
+    deduped = dedup(cfg, filtered, str(tmp / f"dedup-{name}"))
     if profiler:
         profiler.disable()
     t_dedup = time.perf_counter() - t
@@ -366,6 +367,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--backends", default="numpy,datasketch,rensa",
                     help="our dedup backends (comma-separated; rensa comes from the bench venv if .venv lacks it)")
+    ap.add_argument("--recall-weights", default="default",
+                    help="dedup.recall_weight values to run (comma-separated; 'default' = the config default)")
     ap.add_argument("--datatrove-venv", type=Path, default=DEFAULT_VENV)
     ap.add_argument("--datatrove-tokenizers", default="default", help="default and/or whitespace (comma-separated)")
     ap.add_argument("--no-datatrove", action="store_true")
@@ -387,25 +390,27 @@ def main() -> None:
             print(f"  {kind:<12} n={len(js):<4} true Jaccard min {min(js):.2f}  median {float(np.median(js)):.2f}"
                   f"  max {max(js):.2f}")
 
-    rows = []
+    rows_ = []
     with tempfile.TemporaryDirectory(prefix="dedup-bench-") as tmpdir:
         tmp = Path(tmpdir)
         crawl_manifest = write_stage_outputs("crawl", df, pd.DataFrame(columns=storage.EXCLUSION_COLUMNS),
                                              str(tmp / "crawl"), 1000, {"docs": len(df)}, {})
         scored = None
-        for backend in [b for b in args.backends.split(",") if b]:
-            r = run_ours(crawl_manifest, tmp, backend, args.profile)
+        weights = [None if w == "default" else float(w) for w in args.recall_weights.split(",") if w]
+        for backend, weight in [(b, w) for b in args.backends.split(",") if b for w in weights]:
+            r = run_ours(crawl_manifest, tmp, backend, weight, args.profile)
             scored = r["kept_by_filter"] if scored is None else scored
             s = score(labels, our_clusters(r["deduped"]), scored, pairs)
             d = r["deduped"].counts
             removed = (d["exact_duplicates"] + d["near_duplicates"]) / max(1, d["docs_in"])
-            rows.append((f"ours ({backend}): filter+exact+near", mb, r["filter_seconds"] + r["dedup_seconds"], s,
-                         removed))
-            rows.append((f"ours ({backend}): exact+near only", r["dedup_mb"], r["dedup_seconds"], s, removed))
-            print(f"ours ({backend}): filter {r['filter_seconds']:.1f}s ({d['docs_in']:.0f} docs kept), dedup "
+            bands, rows = lsh_shape(DedupConfig(backend=backend, recall_weight=weight))
+            label = f"ours ({backend}, {bands}x{rows})"
+            rows_.append((f"{label}: filter+exact+near", mb, r["filter_seconds"] + r["dedup_seconds"], s, removed))
+            rows_.append((f"{label}: exact+near only", r["dedup_mb"], r["dedup_seconds"], s, removed))
+            print(f"{label}: filter {r['filter_seconds']:.1f}s ({d['docs_in']:.0f} docs kept), dedup "
                   f"{r['dedup_seconds']:.1f}s: {d['exact_duplicates']:.0f} exact + {d['near_duplicates']:.0f} near "
-                  f"duplicates removed; steps {r['deduped'].stats['timing']}; planted pairs wrong "
-                  f"(kind, true J): {s['wrong_planted_pairs']}")
+                  f"duplicates removed; {d.get('candidate_pairs', 0):.0f} candidate pairs; steps "
+                  f"{r['deduped'].stats['timing']}; planted pairs wrong (kind, true J): {s['wrong_planted_pairs']}")
         if scored is None:
             scored = set(df.doc_id)
         if not args.no_datatrove:
@@ -413,7 +418,7 @@ def main() -> None:
                 dt = run_datatrove(df, tmp, args.datatrove_venv, tok)
                 cluster_of = {doc: f"c{c}" for doc, c in dt["cluster"].items() if c != -1}
                 s = score(labels, cluster_of, scored, pairs)
-                rows.append((f"datatrove ({tok} tokenizer)", mb, dt["total_seconds"], s,
+                rows_.append((f"datatrove ({tok} tokenizer)", mb, dt["total_seconds"], s,
                              len(dt["removed"]) / max(1, dt["docs"])))
                 print(f"datatrove ({tok}): " + ", ".join(f"{k} {v:.1f}s" for k, v in dt["seconds"].items())
                       + f"; {len(dt['removed'])} removed; planted pairs wrong (kind, true J): "
@@ -421,13 +426,13 @@ def main() -> None:
 
     print(f"\n{'pipeline':<38}{'MB':>7}{'seconds':>9}{'MB/s/core':>11}{'removed':>9}{'P':>7}{'R':>7}"
           f"{'R(J>=.7)':>10}")
-    for name, size, secs, s, removed in rows:
+    for name, size, secs, s, removed in rows_:
         print(f"{name:<38}{size:>7.1f}{secs:>9.1f}{size / secs:>11.2f}{removed:>8.1%}{s['precision']:>7.3f}"
               f"{s['recall']:>7.3f}{s['recall_above']:>10.3f}")
-    base = [r for r in rows if r[0].startswith("datatrove (default")]
+    base = [r for r in rows_ if r[0].startswith("datatrove (default")]
     if base:
         ref = base[0][1] / base[0][2]
-        for name, size, secs, _, _ in rows:
+        for name, size, secs, _, _ in rows_:
             if name.startswith("ours"):
                 print(f"ratio {name} / datatrove default: {size / secs / ref:.1f}x")
     n_pairs = sum(1 for a, b, _, truth, _ in pairs if truth and a in scored and b in scored)

@@ -180,6 +180,10 @@ class DedupConfig(_Base):
         "numpy", description="MinHash implementation: numpy (vectorised, fastest measured), datasketch (reference), "
         "rensa (needs `pip install rensa`). Same shingles and LSH; signatures differ between backends.")
     verify: bool = Field(True, description="Merge an LSH candidate pair only if its estimated Jaccard >= threshold.")
+    recall_weight: float | None = Field(
+        None, gt=0, lt=1, description="Weight of false negatives (1 - weight: false positives) in the choice of LSH "
+        "bands x rows (datasketch's optimal_param). None = 0.95 with verify (36 x 7 at 256/0.7: LSH false positives "
+        "are dropped by the verification, so it pays to miss less), 0.5 without (BigCode's 25 x 10).")
     survivor: Literal["longest", "first"] = Field(
         "longest", description="Kept file of a near-duplicate cluster: the longest (ties: smallest (repo, path)) "
         "or the first by (repo, path).")

@@ -4,8 +4,10 @@ Arctic-SnowCoder's phase-1 data is deduplicated (arXiv 2409.02326 §2.2) without
 BigCode's near-dedup (bigcode-dataset `near_deduplication/minhash_deduplication.py`, used for The Stack/StarCoder):
 5-gram shingles of identifier tokens, 256 permutations, LSH at Jaccard 0.7 with datasketch's optimal (bands, rows),
 candidate pairs merged with union-find, one survivor per cluster. See shared/reference/data-curation.md §4.
-One addition: LSH candidates are confirmed by their estimated Jaccard (signature agreement) >= threshold before
-they are merged (text-dedup's optional verification; `dedup.verify`), which removes LSH false positives.
+Two additions: LSH candidates are confirmed by their estimated Jaccard (signature agreement) >= threshold before
+they are merged (text-dedup's optional verification; `dedup.verify`), which removes LSH false positives; and since
+false positives are then cheap, (bands, rows) are chosen weighting misses 0.95 instead of 0.5 (`dedup.recall_weight`:
+36 x 7 instead of BigCode's 25 x 10, so a pair at Jaccard 0.75 is a candidate with probability 0.994, not 0.77).
 
 How code is tokenised: tokens are the maximal runs of `[A-Za-z_0-9]` (BigCode splits on `[^A-Za-z_0-9]+`):
 identifiers, keywords and numbers are tokens, case is kept; whitespace, punctuation, operators and every non-ASCII
@@ -41,7 +43,7 @@ when its file is already there, so a killed run resumes at the last finished sha
 Memory bound, for n docs in, s docs per input shard, k = num_perm, b bands, E candidate pairs among m docs, x docs
 removed: steps 1, 3, 6 hold one shard (O(s x file size)); step 2 holds O(n x 32 B) (exact keys, sort order, sizes)
 plus (repo, path) of the docs in exact-duplicate groups; step 4 holds O(n x b' x 24 B) for a batch of b' bands,
-b' chosen to keep this under BAND_TABLE_BYTES (512 MiB: all 25 bands at once up to ~0.9M docs, one band at a time
+b' chosen to keep this under BAND_TABLE_BYTES (512 MiB: all 36 bands at once up to ~0.6M docs, one band at a time
 beyond, 24 B per doc); step 5 holds O(E x 16 B + m x k x 4 B); step 6 the O(x) exclusion reasons. Candidate pairs
 are at most 2(k-1) per bucket of k, so E <= 2 x b x n whatever the data: nothing is O(n^2), and no Python object is
 made per token or shingle.
@@ -298,10 +300,15 @@ def minhash_signatures(texts: list[str], cfg: DedupConfig) -> tuple[np.ndarray, 
 
 # --------------------------------------------------------------------------- LSH, candidates, components
 @functools.lru_cache(maxsize=64)
-def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
-    """(bands, rows) minimising the false-positive + false-negative areas at `threshold`, weights 0.5/0.5: the
-    choice of datasketch's MinHashLSH (`_optimal_param`; BigCode: 256 perms at 0.7 -> 25 bands x 10 rows), with
-    the integrals done by Simpson's rule in numpy instead of scipy's quad (same result, ~100x faster; tested)."""
+def lsh_params(threshold: float, num_perm: int, recall_weight: float = 0.5) -> tuple[int, int]:
+    """(bands, rows) minimising (1 - w) x false-positive area + w x false-negative area at `threshold`, w =
+    recall_weight: datasketch MinHashLSH's `_optimal_param` with weights (1 - w, w) (BigCode: 256 perms at 0.7,
+    w = 0.5 -> 25 bands x 10 rows), the integrals done by Simpson's rule in numpy instead of scipy's quad (same
+    result, ~100x faster; tested). With `dedup.verify` a false-positive candidate costs one signature comparison
+    and is then dropped, so the default weights misses more (0.95 -> 36 x 7: a pair at Jaccard 0.75 becomes a
+    candidate with probability 0.994 instead of 0.77)."""
+    if not 0.0 < recall_weight < 1.0:
+        raise ValueError(f"recall_weight must be in (0, 1), got {recall_weight}")
     pairs = [(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)]
     b = np.array([p[0] for p in pairs], dtype=float)[:, None]
     r = np.array([p[1] for p in pairs], dtype=float)[:, None]
@@ -314,7 +321,18 @@ def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
 
     false_pos = integral(0.0, threshold, lambda s: 1 - (1 - s**r) ** b)
     false_neg = integral(threshold, 1.0, lambda s: (1 - s**r) ** b)
-    return pairs[int(np.argmin(0.5 * false_pos + 0.5 * false_neg))]
+    return pairs[int(np.argmin((1.0 - recall_weight) * false_pos + recall_weight * false_neg))]
+
+
+def candidate_probability(jaccard: float, bands: int, rows: int) -> float:
+    """Probability that a pair with this Jaccard similarity shares at least one of `bands` bands of `rows` rows."""
+    return 1.0 - (1.0 - jaccard**rows) ** bands
+
+
+def lsh_shape(cfg: DedupConfig) -> tuple[int, int]:
+    """(bands, rows) of a dedup config."""
+    weight = cfg.recall_weight if cfg.recall_weight is not None else (0.95 if cfg.verify else 0.5)
+    return lsh_params(cfg.threshold, cfg.num_perm, weight)
 
 
 def band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
@@ -386,7 +404,7 @@ def connected_components(pairs: np.ndarray) -> list[list[int]]:
 
 def clusters_from_signatures(sig: np.ndarray, valid: np.ndarray, cfg: DedupConfig) -> tuple[list[list[int]], dict]:
     """Near-duplicate clusters (lists of row positions) among in-memory signatures, and pair counts."""
-    bands, rows = lsh_params(cfg.threshold, cfg.num_perm)
+    bands, rows = lsh_shape(cfg)
     ids = np.flatnonzero(valid)
     bh = band_hashes(sig[ids], bands, rows)
     pairs = unique_pairs(np.concatenate([bucket_pairs(bh[j], ids) for j in range(bands)] or [np.zeros((0, 2))]))
@@ -465,7 +483,7 @@ def _signature_shard(in_uri: str, out_uri: str, first_idx: int, skip: np.ndarray
     sig, valid = minhash_signatures([c for c, k in zip(content, keep) if k], cfg)
     idx = idx[keep][valid]
     sig = sig[valid]
-    bands, rows = lsh_params(cfg.threshold, cfg.num_perm)
+    bands, rows = lsh_shape(cfg)
     _write_npz(out_uri, idx=idx, sig=sig, bands=band_hashes(sig, bands, rows))
     return len(idx)
 
@@ -674,7 +692,7 @@ def dedup(cfg: DedupConfig, inp: Manifest, out_dir: str) -> Manifest:
     storage.makedirs(out_dir)
     work = _Work(cfg, inp, out_dir)
     work.clear_stale()
-    bands, rows = lsh_params(cfg.threshold, cfg.num_perm)
+    bands, rows = lsh_shape(cfg)
 
     # 1. exact keys per shard
     t = time.perf_counter()

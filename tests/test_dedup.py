@@ -18,8 +18,9 @@ from snowcoder import storage
 from snowcoder.config import DataConfig, DedupConfig, FilterConfig
 from tasks import dedup as dd
 from tasks.crawl import crawl, write_stage_outputs
-from tasks.dedup import (bucket_pairs, connected_components, dedup, lsh_params, minhash_signatures,
-                         near_duplicate_clusters, normalize, shingle_hashes, shingles, token_hashes, tokens)
+from tasks.dedup import (bucket_pairs, candidate_probability, connected_components, dedup, lsh_params, lsh_shape,
+                         minhash_signatures, near_duplicate_clusters, normalize, shingle_hashes, shingles, token_hashes,
+                         tokens)
 from tasks.filters import filter_docs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,6 +212,19 @@ def test_lsh_params_match_datasketch():
     for num_perm in (32, 128, 256, 500):
         for threshold in (0.5, 0.7, 0.85):
             assert lsh_params(threshold, num_perm) == tuple(_optimal_param(threshold, num_perm, 0.5, 0.5))
+            for w in (0.2, 0.9, 0.95):  # datasketch's weights are (false positive, false negative)
+                assert lsh_params(threshold, num_perm, w) == tuple(_optimal_param(threshold, num_perm, 1 - w, w))
+    with pytest.raises(ValueError):
+        lsh_params(0.7, 256, 1.0)
+
+
+def test_default_lsh_shape_trades_candidates_for_recall_only_with_verification():
+    # with verification, LSH false positives are dropped, so the default shape misses fewer near-threshold pairs
+    assert lsh_shape(DedupConfig()) == (36, 7)
+    assert lsh_shape(DedupConfig(verify=False)) == (25, 10)
+    assert lsh_shape(DedupConfig(verify=False, recall_weight=0.95)) == (36, 7)
+    assert candidate_probability(0.75, 36, 7) > 0.99 > 0.8 > candidate_probability(0.75, 25, 10)
+    assert candidate_probability(0.3, 36, 7) < 0.01  # dissimilar files still rarely meet
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -314,7 +328,7 @@ def test_dedup_stage(tmp_path, backend):
     assert len(m.shard_uris("docs")) == len(m.shard_uris("exclusions")) == 3  # one per input shard
     clusters = storage.read_parquet(m.uris["clusters"])
     assert sorted(clusters.repo) == ["a-orig", "c-fork"] and set(clusters.cluster) == {ids["c-fork"]}
-    assert m.stats["timing"]["docs_per_s"] > 0 and m.stats["params"]["bands"] == 25
+    assert m.stats["timing"]["docs_per_s"] > 0 and m.stats["params"]["bands"] == 36
     assert not (tmp_path / "out" / "work").exists()  # intermediate files removed after a finished run
     # deterministic: same input, same output
     m2 = dedup(cfg, _manifest(tmp_path, df), str(tmp_path / "out2"))
@@ -355,10 +369,10 @@ def test_band_batches_give_the_same_pairs(tmp_path, monkeypatch):
     monkeypatch.setattr(dd, "BAND_TABLE_BYTES", 1)
     batched = dedup(DedupConfig(keep_work=True), inp, str(tmp_path / "b"))
     assert whole.stats["work"]["bucket_batches_computed"] == 1
-    assert batched.stats["work"]["bucket_batches_computed"] == 25
+    assert batched.stats["work"]["bucket_batches_computed"] == whole.stats["params"]["bands"] == 36
     assert batched.digest == whole.digest and batched.counts == whole.counts
     work = tmp_path / "b" / "work" / batched.stats["work"]["key"]
-    assert len(list(work.glob("edges-*.npy"))) == 25 and len(list(work.glob("sig-*.npz"))) == 6
+    assert len(list(work.glob("edges-*.npy"))) == 36 and len(list(work.glob("sig-*.npz"))) == 6
 
 
 class _Killed(Exception):
