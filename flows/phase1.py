@@ -1,4 +1,5 @@
-"""Phase 1 — general pretraining (alpha): crawl -> filter -> dedup -> decontaminate -> tokenize -> train -> evaluate."""
+"""Phase 1 — general pretraining (alpha): crawl -> filter -> dedup -> decontaminate -> split -> BPE -> token shards
+-> pack -> train -> evaluate."""
 from __future__ import annotations
 
 import time
@@ -28,15 +29,13 @@ def data_stages(config: PipelineConfig, run: Tracking | None, refresh: str = "")
                                              benchmarks_digest=benchmarks_digest(config.decontam))
     m["data"] = steps.split_task(m["decontaminate"], config.data.heldout_fraction, config.seed, out("split"), run)
     m["tokenizer"] = steps.tokenizer_task(config.tokenizer, m["data"], out("tokenizer"), run)
-    tokenizer_dir = m["tokenizer"].uris["tokenizer"]
-    m["tokens"] = steps.pack_task(
-        "pack-train", tokenizer_dir, [(m["data"].shard_uris("train"), 1.0)], out("tokens"),
-        config.train.order, config.seed, handle=run,
-    )
-    m["heldout"] = steps.pack_task(
-        "pack-heldout", tokenizer_dir, [(m["data"].shard_uris("heldout"), 1.0)], out("tokens-heldout"),
-        "random", config.seed, handle=run,
-    )
+    for split in ("train", "heldout"):
+        m[f"tokenize-{split}"] = steps.tokenize_task(f"tokenize-{split}", config.tokenizer, m["tokenizer"], m["data"],
+                                                     out(f"shards-{split}"), run, key=split)
+    m["tokens"] = steps.pack_task("pack-train", [(m["tokenize-train"], 1.0)], out("tokens"), config.train.order,
+                                  config.seed, handle=run)
+    m["heldout"] = steps.pack_task("pack-heldout", [(m["tokenize-heldout"], 1.0)], out("tokens-heldout"), "random",
+                                   config.seed, handle=run)
     return m
 
 

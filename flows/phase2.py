@@ -23,10 +23,13 @@ def phase2_flow(config: PipelineConfig, parent: Tracking, alpha: PhaseResult, un
         m: dict[str, Manifest] = {}
         m["annotate"] = steps.annotate_task(config.annotate, docs, out("annotate"), config.seed, run)
         m["select"] = m["data"] = steps.select_task(config.annotate, m["annotate"], docs, out("select"), run)
-        tokenizer_dir = alpha.manifests["tokenizer"].uris["tokenizer"]
+        tokenizer = alpha.manifests["tokenizer"]
+        m["tokenize"] = steps.tokenize_task("tokenize-beta", config.tokenizer, tokenizer, m["select"], out("shards"),
+                                            run)
         m["tokens"] = steps.pack_task(
-            "pack-beta", tokenizer_dir, [(m["select"].shard_uris("docs"), 1.0)], out("tokens"), config.train.order,
-            config.seed + 1, repeat=config.train.beta.repeat, handle=run,
+            "pack-beta", [(m["tokenize"], 1.0)], out("tokens"), config.train.order, config.seed + 1,
+            repeat=config.train.beta.repeat, handle=run,
         )
+        tokenizer_dir = tokenizer.uris["tokenizer"]
         return complete_phase(config, "beta", m, tokenizer_dir, alpha.manifests["heldout"].uris["tokens"],
                               alpha.checkpoint, config.seed + 1, run, until, t0)

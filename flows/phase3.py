@@ -23,17 +23,21 @@ def phase3_flow(config: PipelineConfig, parent: Tracking, alpha: PhaseResult, be
         selected = beta.manifests["select"]
         m: dict[str, Manifest] = {}
         m["synthesize"] = m["data"] = steps.synth_task(config.synth, selected, config.decontam, out("synthesize"), run)
-        sources = [(selected.shard_uris("docs"), 1.0 - config.synth.synthetic_weight)]
+        tokenizer = alpha.manifests["tokenizer"]
+        m["tokenize"] = steps.tokenize_task("tokenize-synthetic", config.tokenizer, tokenizer, m["synthesize"],
+                                            out("shards-synthetic"), run)
+        selected_tokens = beta.manifests["tokenize"]  # the phase-2 selection, tokenized in phase 2
         if m["synthesize"].counts.get("kept", 0) > 0:
-            sources.insert(0, (m["synthesize"].shard_uris("docs"), config.synth.synthetic_weight))
+            sources = [(m["tokenize"], config.synth.synthetic_weight),
+                       (selected_tokens, 1.0 - config.synth.synthetic_weight)]
         else:
             get_run_logger().warning("no synthetic file passed validation: phase 3 trains on the phase-2 data alone")
-            sources = [(selected.shard_uris("docs"), 1.0)]
-        tokenizer_dir = alpha.manifests["tokenizer"].uris["tokenizer"]
+            sources = [(selected_tokens, 1.0)]
         m["tokens"] = steps.pack_task(
-            "pack-final", tokenizer_dir, sources, out("tokens"), config.train.order, config.seed + 2,
+            "pack-final", sources, out("tokens"), config.train.order, config.seed + 2,
             total_tokens=config.train.final.tokens if len(sources) > 1 else None, handle=run,
-            max_repeat=config.train.final.max_repeat,
+            max_repeat=config.train.final.max_repeat, language_shares=config.synth.language_shares or None,
         )
+        tokenizer_dir = tokenizer.uris["tokenizer"]
         return complete_phase(config, "final", m, tokenizer_dir, alpha.manifests["heldout"].uris["tokens"],
                               beta.checkpoint, config.seed + 2, run, until, t0)

@@ -12,6 +12,7 @@ The spec is plain JSON (written by tasks/train.py; this package imports neither 
     out_dir          local directory: metrics.jsonl, result.json, checkpoint/
     seed, mixed_precision ("auto" = bf16 on CUDA, fp32 elsewhere), max_val_batches, log_every (optional)
     checkpoint_every_s, checkpoint_every_steps   resume checkpoints in out_dir/resume (optional; 0 = off)
+    activation_checkpointing, compile   recompute layer activations in backward / torch.compile each decoder layer
     watch_pid        exit when this process (the orchestrator) is gone, so no orphan trainer outlives a killed run
     phase            {tokens, batch_size, grad_accum, lr, min_lr, warmup_steps, schedule, weight_decay, grad_clip,
                       eval_every}
@@ -55,6 +56,27 @@ def build_model(spec: dict, tok) -> LlamaForCausalLM:
         return model
     cfg = llama_config(spec["model"], len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
     return LlamaForCausalLM(cfg)
+
+
+def apply_options(model: LlamaForCausalLM, *, activation_checkpointing: bool, compile: bool) -> list[str]:
+    """Memory/speed options applied before accelerate wraps the model (FSDP2 shards what it is given): activation
+    checkpointing of every decoder layer (non-reentrant, as torch recommends) and torch.compile of every decoder layer
+    in place (torchtitan applies both per block; in-place `Module.compile` keeps parameter names, so checkpoints are
+    unchanged). Returns what was applied, for the log."""
+    applied = []
+    if activation_checkpointing:
+        enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.x; older: gradient_*
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+        applied.append("activation checkpointing")
+    if compile:
+        for layer in model.model.layers:
+            layer.compile()
+        applied.append(f"torch.compile x {len(model.model.layers)} layers")
+    return applied
 
 
 def configure_optimizer(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -207,6 +229,10 @@ def train(spec: dict) -> dict:
         f"steps: {total_steps} | budget: {phase['tokens']:,} tokens | data: {train_data.meta['n_tokens']:,} tokens "
         f"({total_steps * tokens_per_step / max(1, len(train_data) * seq_len):.2f} epochs)")
 
+    applied = apply_options(model, activation_checkpointing=bool(spec.get("activation_checkpointing")),
+                            compile=bool(spec.get("compile")))
+    if applied:
+        say("options: " + ", ".join(applied))
     optimizer = configure_optimizer(model, phase["lr"], phase["weight_decay"])
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()

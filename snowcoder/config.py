@@ -251,6 +251,8 @@ class TokenizerConfig(_Base):
     min_frequency: int = Field(2, ge=1, description="Minimum pair frequency for a BPE merge.")
     pretrained: str | None = Field(None, description="Path or hub id of a pretrained tokenizer instead of training one.")
     max_train_docs: int | None = Field(None, ge=1, description="Cap on documents used to train the BPE.")
+    workers: int = Field(1, ge=1, le=256, description="Processes that pre-tokenize document shards into token "
+                         "shards (one task per shard). Only sets speed: kept out of the reuse key.")
 
 
 class ModelConfig(_Base):
@@ -328,6 +330,19 @@ class TrainConfig(_Base):
     checkpoint_every_steps: int = Field(
         0, ge=0, description="Also save a resume checkpoint every N optimizer steps (0 = time-based only)."
     )
+    registered_model: str | None = Field(
+        "snowcoder", description="MLflow Model Registry name: each phase's HF export is logged to its run and "
+        "registered, with alias alpha / beta / final on the newest version (None = neither logged nor registered; "
+        "the export stays in the run root)."
+    )
+    activation_checkpointing: bool = Field(
+        False, description="Recompute each decoder layer's activations in the backward pass (less memory, ~1/3 more "
+        "compute): for long sequences or big micro-batches on GPUs."
+    )
+    compile: bool = Field(
+        False, description="torch.compile each decoder layer (torchtitan-style, before FSDP wrapping). Needs a C "
+        "compiler; the first steps are slow while it compiles."
+    )
 
 
 class AnnotateConfig(_Base):
@@ -369,6 +384,21 @@ class SynthConfig(_Base):
     batch_size: int = Field(4, ge=1, description="Prompts generated per batch.")
     exec_timeout_s: float = Field(10.0, gt=0, description="Wall-clock limit to execute one synthetic file's tests.")
     synthetic_weight: float = Field(0.5, ge=0, le=1, description="Share of phase-3 tokens from synthetic files.")
+    language_shares: dict[str, float] = Field(
+        default_factory=lambda: {"python": 0.5},
+        description="Share of the phase-3 mixture per named language (lowercase, as tasks/language.py names them); "
+        "the other languages keep their relative proportions and fill the rest (arXiv 2409.02326 §2.4: phase 3 "
+        "raises Python to about 50%). {} = the mixture's natural shares.",
+    )
+
+    @model_validator(mode="after")
+    def _shares_valid(self) -> "SynthConfig":
+        bad = {k: v for k, v in self.language_shares.items() if not 0 <= v <= 1}
+        if bad:
+            raise ValueError(f"language_shares must be in [0, 1], got {bad}")
+        if sum(self.language_shares.values()) > 1 + 1e-9:
+            raise ValueError(f"language_shares sum to {sum(self.language_shares.values()):g} > 1")
+        return self
 
 
 class EvalConfig(_Base):
@@ -427,7 +457,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper-1.3b": {
         "data": {"max_files": None, "max_files_per_repo": None, "heldout_fraction": 0.001, "shard_docs": 20_000},
         "dedup": {"num_perm": 256, "threshold": 0.7},
-        "tokenizer": {"vocab_size": 64_000},
+        "tokenizer": {"vocab_size": 64_000, "workers": 16},
         "model": {"n_layers": 24, "hidden": 2048, "ffn": 5632, "n_heads": 16, "n_kv_heads": 16, "seq_len": 8192,
                   "tie_embeddings": True},
         "train": {

@@ -18,6 +18,8 @@ def build_summary(config, parent, phases, seconds: float) -> dict[str, Any]:
             "parent_run_id": parent.run_id,
             "child_run_ids": {p.phase: p.mlflow_run_id for p in phases},
             "ui": tracking.ui_hint(parent.tracking_uri),
+            "registered_models": {p.phase: f"models:/{config.train.registered_model}@{p.phase}" for p in phases
+                                  if p.checkpoint and config.train.registered_model},
         },
         "phases": [p.row() for p in phases],
         "data": _data_counts(phases[0]),
@@ -67,4 +69,6 @@ def format_table(summary: dict[str, Any]) -> str:
     ml = summary["mlflow"]
     out.append(f"MLflow: parent run {ml['parent_run_id']} in {ml['tracking_uri']}")
     out.append(f"        open the UI with: {ml['ui']}")
+    if ml.get("registered_models"):
+        out.append("        registry: " + ", ".join(ml["registered_models"].values()))
     return "\n".join(out)

@@ -202,3 +202,25 @@ def run_url(handle: Tracking) -> str | None:
     if not handle.tracking_uri.startswith(("http://", "https://")):
         return None
     return f"{handle.tracking_uri.rstrip('/')}/#/experiments/{handle.experiment_id}/runs/{handle.run_id}"
+
+
+def register_model(handle: Tracking, model_dir_uri: str, name: str, alias: str, tags: dict[str, str] | None = None
+                   ) -> str:
+    """Log an exported model directory (HF weights + tokenizer) as the run's `model/` artifacts, register it as a
+    new version of the registered model `name` and point `alias` at it (the alias moves; older versions stay).
+    Returns the version. Load it back anywhere with
+    `AutoModelForCausalLM.from_pretrained(mlflow.artifacts.download_artifacts("models:/<name>@<alias>"))`."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(handle.tracking_uri)
+    with storage.local_dir(model_dir_uri) as local:
+        client.log_artifacts(handle.run_id, str(local), "model")
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="snowcoder checkpoints; aliases alpha, beta, final = the "
+                                       "latest export of each phase (arXiv 2409.02326)")
+    source = client.get_run(handle.run_id).info.artifact_uri.rstrip("/") + "/model"
+    version = client.create_model_version(name, source=source, run_id=handle.run_id, tags=tags or {}).version
+    client.set_registered_model_alias(name, alias, version)
+    return str(version)

@@ -128,8 +128,11 @@ def stage_task(name: str, *, label: str | None = None, code: tuple[str, ...] = (
                       if k != "handle" and k not in not_keyed and not _is_default(v, sig.parameters[k].default)}
             for dotted in (n for n in not_keyed if "." in n):  # "cfg.workers": a config field that only sets speed
                 arg, field = dotted.split(".", 1)
-                if isinstance(inputs.get(arg), BaseModel):
-                    inputs[arg] = {k: v for k, v in inputs[arg].model_dump(mode="json").items() if k != field}
+                value = inputs.get(arg)
+                if isinstance(value, BaseModel):
+                    value = value.model_dump(mode="json")
+                if isinstance(value, dict):  # several fields of one config: the second sees the first's dict
+                    inputs[arg] = {k: v for k, v in value.items() if k != field}
             key = stage_key(stage, inputs, code_digest(*code))
             marker = storage.join(out_dir, "manifest.json")
             log = _logger()
@@ -227,18 +230,27 @@ def split_task(inp: Manifest, fraction: float, seed: int, out_dir: str, handle: 
     return split_heldout(inp, fraction, seed, out_dir)
 
 
-@stage_task("tokenizer", code=("tasks.tokenize",))
+@stage_task("tokenizer", code=("tasks.tokenize",), not_keyed=("cfg.workers",))
 def tokenizer_task(cfg: TokenizerConfig, inp: Manifest, out_dir: str, handle: Tracking | None = None) -> Manifest:
     from tasks.tokenize import train_tokenizer
 
     return train_tokenizer(cfg, inp.shard_uris("train"), out_dir)
 
 
+@stage_task("tokenize", label="{stage}", code=("tasks.tokenize",), not_keyed=("cfg.workers",))
+def tokenize_task(stage: str, cfg: TokenizerConfig, tokenizer: Manifest, docs: Manifest, out_dir: str,
+                  handle: Tracking | None = None, key: str = "docs") -> Manifest:
+    """One token shard per document shard of `docs.uris[key]`, cfg.workers processes at a time; a run killed
+    mid-stage redoes only the shards it had not finished (tasks.tokenize.tokenize_shards)."""
+    from tasks.tokenize import tokenize_shards
+
+    return tokenize_shards(tokenizer.uris["tokenizer"], docs.shard_uris(key), out_dir, workers=cfg.workers)
+
+
 @stage_task("pack-tokens", label="{stage}", code=("tasks.tokenize",))
 def pack_task(
     stage: str,
-    tokenizer_dir: str,
-    sources: list[tuple[list[str], float]],
+    sources: list[tuple[Manifest, float]],
     out_dir: str,
     order: str,
     seed: int,
@@ -246,11 +258,13 @@ def pack_task(
     total_tokens: int | None = None,
     handle: Tracking | None = None,
     max_repeat: int | None = None,
+    language_shares: dict[str, float] | None = None,
 ) -> Manifest:
+    """Pack token shards: `sources` are (tokenize_task manifest, weight); keyed on the shards' content digests."""
     from tasks.tokenize import pack
 
-    return pack(tokenizer_dir, sources, out_dir, order=order, seed=seed, repeat=repeat, total_tokens=total_tokens,
-                max_repeat=max_repeat)
+    return pack([(m.uris["tokens"], weight) for m, weight in sources], out_dir, order=order, seed=seed,
+                repeat=repeat, total_tokens=total_tokens, max_repeat=max_repeat, language_shares=language_shares)
 
 
 def _log_training(manifest: Manifest, args: dict[str, Any]) -> None:
@@ -266,9 +280,18 @@ def _log_training(manifest: Manifest, args: dict[str, Any]) -> None:
          "accelerate_config": args["train_cfg"].accelerate_config, "init_from": args["init_from_uri"] or "scratch"},
     )
     tracking.log_metric_series(handle, read_metrics(manifest.uris["metrics"]))
+    name = args["train_cfg"].registered_model
+    if name:
+        version = tracking.register_model(handle, manifest.uris["checkpoint"], name, alias=args["phase"],
+                                          tags={"phase": args["phase"], "steps": str(manifest.counts.get("steps"))})
+        tracking.set_tags(handle, {"snowcoder.registered_model": f"{name}/{version}@{args['phase']}"})
 
 
-@stage_task("train", label="train-{phase}", code=("tasks.train", "model"), after=_log_training)
+@stage_task("train", label="train-{phase}", code=("tasks.train", "model"), after=_log_training,
+            # what only sets where/how often/how long, or belongs to another phase (phase_cfg is passed on its own)
+            not_keyed=("train_cfg.registered_model", "train_cfg.timeout_s", "train_cfg.checkpoint_every_s",
+                       "train_cfg.checkpoint_every_steps", "train_cfg.activation_checkpointing", "train_cfg.order",
+                       "train_cfg.alpha", "train_cfg.beta", "train_cfg.final"))
 def train_task(
     phase: str,
     model_cfg: ModelConfig,
@@ -333,7 +356,7 @@ def select_task(cfg: AnnotateConfig, scores: Manifest, docs: Manifest, out_dir: 
     return select(cfg, scores.uris["scores"], docs, out_dir)
 
 
-@stage_task("synthesize", code=("tasks.synthesize",))
+@stage_task("synthesize", code=("tasks.synthesize",), not_keyed=("cfg.language_shares", "cfg.synthetic_weight"))
 def synth_task(
     cfg: SynthConfig, seeds: Manifest, decontam_cfg: DecontamConfig, out_dir: str, handle: Tracking | None = None
 ) -> Manifest:

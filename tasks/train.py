@@ -175,6 +175,7 @@ def run_training(
             "mixed_precision": train_cfg.mixed_precision, "max_val_batches": max_val_batches,
             "init_from_digest": _dir_digest(Path(init_dir)) if init_dir else None,
             "checkpoint_every_s": train_cfg.checkpoint_every_s, "checkpoint_every_steps": train_cfg.checkpoint_every_steps,
+            "activation_checkpointing": train_cfg.activation_checkpointing, "compile": train_cfg.compile,
             "watch_pid": os.getpid(),
         }
         spec_path = work / "spec.json"

@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import yaml
@@ -22,6 +23,30 @@ def test_paper_preset_is_the_paper_model_and_schedule():
     assert c.train.beta.schedule == "rewarm-linear" and c.train.beta.warmup_steps == 1000 and c.train.beta.repeat == 4
     # 512 sequences of 8192 tokens per optimizer step on 8 devices
     assert c.train.alpha.batch_size * c.train.alpha.grad_accum * 8 == 512
+
+
+def test_paper_preset_token_horizons_schedules_and_mixtures_match_the_recipe():
+    """recipe.md §1 and §5: 500B / 50B / 5B tokens; phase 2 = 12.5B unique top tokens x 4, re-warmed 0 -> 5.3e-4
+    over 1000 steps then linearly to 0; phase 1 warms up over 600 steps, cosine 5.3e-4 -> 5.3e-5 over ~119k steps;
+    phase 3 raises Python to ~50%."""
+    from model.schedules import lr_at
+
+    c = load_config("paper-1.3b")
+    t = c.train
+    assert (t.alpha.tokens, t.beta.tokens, t.final.tokens) == (500e9, 50e9, 5e9)
+    assert t.beta.tokens / t.beta.repeat == 12.5e9
+    per_step = 512 * c.model.seq_len
+    steps = {p: math.ceil(getattr(t, p).tokens / per_step) for p in ("alpha", "beta")}
+    assert steps == {"alpha": 119_210, "beta": 11_921}
+    a = dict(schedule=t.alpha.schedule, lr=t.alpha.lr, min_lr=t.alpha.min_lr, warmup_steps=t.alpha.warmup_steps)
+    assert lr_at(599, steps["alpha"], **a) == pytest.approx(5.3e-4 * 600 / 601)
+    assert lr_at(600, steps["alpha"], **a) == pytest.approx(5.3e-4)
+    assert lr_at(steps["alpha"], steps["alpha"], **a) == pytest.approx(5.3e-5)
+    b = dict(schedule=t.beta.schedule, lr=t.beta.lr, min_lr=t.beta.min_lr, warmup_steps=t.beta.warmup_steps)
+    assert lr_at(0, steps["beta"], **b) < 1e-6 and lr_at(1000, steps["beta"], **b) == pytest.approx(5.3e-4)
+    assert lr_at(steps["beta"], steps["beta"], **b) == 0.0
+    assert c.synth.language_shares == {"python": 0.5}
+    assert c.train.order == "language-repo"  # files grouped by language, then repository (Table 3)
 
 
 def test_yaml_overrides_merge_into_preset(tmp_path):

@@ -26,6 +26,20 @@ def test_paper_model_has_about_1_36b_params():
     assert flops_per_token(cfg, 8192) == pytest.approx(6 * n + 12 * 24 * 2048 * 8192)
 
 
+def test_paper_preset_builds_a_1_36b_model_on_the_meta_device():
+    """The real module, built without memory: its parameter count is the formula's, about 1.36B (recipe.md §5)."""
+    from snowcoder.config import load_config
+
+    cfg = load_config("paper-1.3b")
+    lcfg = llama_config(cfg.model.model_dump(mode="json"), cfg.tokenizer.vocab_size, 0, 0, 1)
+    with torch.device("meta"):
+        lm = LlamaForCausalLM(lcfg)
+    n = sum(p.numel() for p in lm.parameters())  # tied: the output head is the embedding, counted once
+    assert lm.lm_head.weight is lm.model.embed_tokens.weight
+    assert n == param_count(lcfg) and 1.35e9 < n < 1.37e9
+    assert all(p.device.type == "meta" for p in lm.parameters())
+
+
 @pytest.mark.parametrize("tie", [True, False])
 @pytest.mark.parametrize("n_kv", [None, 1])
 def test_param_count_matches_the_real_model(tie, n_kv):
@@ -136,3 +150,37 @@ def test_param_count_formula_scales():
     p = PRESETS["tiny"]
     cfg = llama_config(p["model"], p["vocab_size"], 0, 0, 1)
     assert math.isclose(param_count(cfg), 5_261_568)  # this-machine.md §6: "5.26M"
+
+
+# --------------------------------------------------------------------------- trainer options
+def _loss_and_grads(model, x):
+    from model.train import causal_lm_loss
+
+    model.zero_grad(set_to_none=True)
+    loss = causal_lm_loss(model, x[:, :-1], x[:, 1:])
+    loss.backward()
+    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("option", ["activation_checkpointing", "compile"])
+def test_trainer_options_keep_loss_gradients_and_parameter_names(option):
+    """Activation checkpointing recomputes the same math (identical on CPU); torch.compile fuses it (close); neither
+    renames a parameter, so checkpoints and resume states are interchangeable with an eager run's."""
+    import copy
+
+    from model.train import apply_options
+
+    torch.manual_seed(0)
+    eager = LlamaForCausalLM(llama_config(PRESETS["micro"]["model"], 300, 0, 0, 1))
+    other = copy.deepcopy(eager)
+    applied = apply_options(other, **{"activation_checkpointing": False, "compile": False, option: True})
+    assert len(applied) == 1
+    other.train(), eager.train()
+    x = torch.randint(0, 300, (2, 33))
+    loss_a, grads_a = _loss_and_grads(eager, x)
+    loss_b, grads_b = _loss_and_grads(other, x)
+    assert list(other.state_dict()) == list(eager.state_dict())
+    tol = dict(rtol=0, atol=0) if option == "activation_checkpointing" else dict(rtol=1e-4, atol=1e-5)
+    assert loss_b == pytest.approx(loss_a, abs=tol["atol"])
+    for name, g in grads_a.items():
+        torch.testing.assert_close(grads_b[name], g, **tol)

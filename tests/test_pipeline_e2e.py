@@ -75,6 +75,11 @@ def test_mlflow_parent_with_child_per_phase(micro_run):
     assert sorted(m.step for m in history) == [0, 1, 2]
     alpha = next(r for r in runs if r.info.run_name == "phase1-alpha")
     assert len(client.get_metric_history(alpha.info.run_id, "loss")) >= 2  # the training loss curve
+    # each phase's export registered, alias = phase, version made by that phase's run
+    assert summary["mlflow"]["registered_models"] == {p: f"models:/snowcoder@{p}" for p in ("alpha", "beta", "final")}
+    for run in runs:
+        phase = run.data.tags["snowcoder.phase"]
+        assert client.get_model_version_by_alias("snowcoder", phase).run_id == run.info.run_id
 
 
 def test_checkpoints_load_and_generate(micro_run):
@@ -107,8 +112,11 @@ def kill_session(sid: int) -> None:
 
 
 # ------------------------------------------------------------------ resume and reuse (same run root, same config)
-PHASE1_DATA = ("crawl", "filter", "dedup", "decontaminate", "split", "tokenizer", "tokens", "tokens-heldout")
-N_STAGE_TASKS = 10 + 5 + 4  # phase 1: 8 data stages + train + eval; phase 2: annotate, select, pack, train, eval; ...
+PHASE1_DATA = ("crawl", "filter", "dedup", "decontaminate", "split", "tokenizer", "shards-train", "shards-heldout",
+               "tokens", "tokens-heldout")
+# phase 1: 10 data stages + train + eval; phase 2: annotate, select, tokenize, pack, train, eval; phase 3: synthesize,
+# tokenize, pack, train, eval
+N_STAGE_TASKS = 12 + 6 + 5
 
 
 def manifest_digests(run_root: Path, phase: str, stages) -> dict[str, str]:

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from snowcoder import storage
 from snowcoder.config import ModelConfig, PhaseTrainConfig, TokenizerConfig, TrainConfig, UserError
-from tasks.tokenize import pack, train_tokenizer
+from tasks.tokenize import pack, tokenize_shards, train_tokenizer
 from tasks.train import _run_streaming, accelerate_config_path, read_metrics, run_training
 
 MICRO = ModelConfig(n_layers=2, hidden=64, ffn=172, n_heads=2, seq_len=64)
@@ -46,8 +46,9 @@ def corpus(tmp_path_factory) -> dict:
     val = storage.write_shards(df.iloc[50:], str(root / "docs"), "val", 20)
     tok = str(root / "tokenizer")
     train_tokenizer(TokenizerConfig(vocab_size=512), train, tok)
-    pack(tok, [(train, 1.0)], str(root / "train"), order="language-repo", seed=0)
-    pack(tok, [(val, 1.0)], str(root / "val"), order="language-repo", seed=0)
+    for name, uris in (("train", train), ("val", val)):
+        shards = tokenize_shards(tok, uris, str(root / f"shards-{name}")).uris["tokens"]
+        pack([(shards, 1.0)], str(root / name), order="language-repo", seed=0)
     return dict(root=root, tokenizer=tok, train=str(root / "train"), val=str(root / "val"))
 
 
@@ -214,16 +215,38 @@ def test_killed_training_resumes_to_identical_weights(corpus, alpha, tmp_path):
     assert [(r["step"], r["loss"]) for r in rows] == [(r["step"], r["loss"]) for r in reference_rows]  # bit-identical
 
 
-def test_two_process_cpu_run_matches_one_process(corpus, alpha, tmp_path):
+def test_two_process_cpu_run_matches_one_process(corpus, alpha, tmp_path, monkeypatch):
     """DDP over gloo with 2 processes x 4 sequences sees the same global batches as 1 process x 8: the same loss
-    curve within float tolerance (all-reduce order), and the same step count."""
+    curve within float tolerance (all-reduce order), and the same step count. Run as the pipeline runs it (the
+    train stage task, logging into a phase's MLflow run): one MLflow run gets the curve, no rank makes another."""
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    from snowcoder import tracking
+    from tasks.steps import train_task
+
+    for key, value in ONE_THREAD.items():
+        monkeypatch.setenv(key, value)
+    parent = tracking.start_parent(str(tmp_path / "root"), "ddp-test", {}, {})
+    child = tracking.start_child(parent, "phase1-alpha")
     half = ALPHA.model_copy(update={"batch_size": 4})
-    lines: list[str] = []
-    m = run_training(MICRO, half, TrainConfig(timeout_s=900, accelerate_config="multi-cpu"),
-                     tokenizer_uri=corpus["tokenizer"], train_tokens_uri=corpus["train"], val_tokens_uri=corpus["val"],
-                     init_from_uri=None, out_dir=str(tmp_path / "ddp"), seed=0, log=lines.append, extra_env=ONE_THREAD)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append
+    prefect_logger = logging.getLogger("prefect")  # the task's run logger; it does not propagate to root
+    prefect_logger.addHandler(handler)
+    try:
+        m = train_task("alpha", MICRO, half, TrainConfig(timeout_s=900, accelerate_config="multi-cpu"),
+                       corpus["tokenizer"], corpus["train"], corpus["val"], None, str(tmp_path / "ddp"), 0, child)
+    finally:
+        prefect_logger.removeHandler(handler)
     assert m.counts["world_size"] == 2 and m.counts["steps"] == alpha["manifest"].counts["steps"]
     ours = [r["loss"] for r in read_metrics(m.uris["metrics"]) if "loss" in r]
     ref = [r["loss"] for r in read_metrics(alpha["manifest"].uris["metrics"]) if "loss" in r]
     assert len(ours) == len(ref) and max(abs(a - b) for a, b in zip(ours, ref)) < 2e-3, (ours, ref)
-    assert sum("params:" in line for line in lines) == 1  # rank 0 alone reports (and would log to MLflow)
+    assert sum("params:" in r.getMessage() for r in records) == 1  # rank 0 alone reports
+    client = MlflowClient(tracking_uri=parent.tracking_uri)
+    runs = client.search_runs([parent.experiment_id])
+    assert sorted(r.info.run_id for r in runs) == sorted([parent.run_id, child.run_id])  # no run per rank
+    assert [h.value for h in client.get_metric_history(child.run_id, "loss")] == pytest.approx(ours)

@@ -1,0 +1,45 @@
+"""Model Registry: each phase's HF export is registered with an alias per phase, and loads back from the registry."""
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+from model.config import PRESETS, llama_config
+from snowcoder import storage, tracking
+from snowcoder.config import TokenizerConfig
+from tasks.tokenize import train_tokenizer
+
+
+def _export(path, seed: int, tok_dir) -> None:
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    LlamaForCausalLM(llama_config(PRESETS["micro"]["model"], len(tok), 0, 0, 1)).save_pretrained(path)
+    tok.save_pretrained(path)
+
+
+def test_phase_exports_are_registered_with_aliases_and_load_back(tmp_path):
+    texts = [f"def f{i}(x):\n    return x + {i}\n" for i in range(40)]
+    docs = storage.write_shards(pd.DataFrame({"content": texts}), str(tmp_path / "docs"), "train", 100)
+    train_tokenizer(TokenizerConfig(vocab_size=300), docs, str(tmp_path / "tok"))
+    root = str(tmp_path / "run")
+    parent = tracking.start_parent(root, "registry-test", {}, {})
+    versions = {}
+    for seed, phase in enumerate(["alpha", "beta", "final", "beta"]):  # beta twice: the alias moves to the newest
+        _export(tmp_path / f"export-{seed}", seed, tmp_path / "tok")
+        child = tracking.start_child(parent, f"phase-{phase}")
+        versions[phase] = tracking.register_model(child, str(tmp_path / f"export-{seed}"), "snowcoder-test", phase,
+                                                  tags={"phase": phase})
+    assert versions == {"alpha": "1", "beta": "4", "final": "3"}
+
+    mlflow.set_tracking_uri(parent.tracking_uri)
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias("snowcoder-test", "beta").version) == "4"
+    for phase, seed in (("alpha", 0), ("final", 2), ("beta", 3)):
+        local = mlflow.artifacts.download_artifacts(f"models:/snowcoder-test@{phase}", dst_path=str(tmp_path / phase))
+        model = AutoModelForCausalLM.from_pretrained(local)
+        tok = AutoTokenizer.from_pretrained(local)
+        expected = LlamaForCausalLM.from_pretrained(tmp_path / f"export-{seed}")
+        assert torch.equal(model.model.embed_tokens.weight, expected.model.embed_tokens.weight)
+        assert tok.eos_token == "<|endoftext|>"
