@@ -3,6 +3,7 @@
     snowcoder run [--preset tiny] [--config file.yaml] [--run-root URI] [--until STOP] [--no-reuse]
     snowcoder stack [--state-dir D] up|down|status|env   # local Prefect server + MLflow server + S3 store (infra/)
     snowcoder deploy [--name N] [--worker]           # register deployments/prefect.yaml (PREFECT_API_URL)
+    snowcoder serve --model DIR [--port 8000]       # OpenAI-compatible server for a checkpoint (snowcoder serve -h)
     snowcoder presets
     snowcoder config [--preset P] [--config F]      # print the resolved config and its digest
 """
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     # listed for -h only: main() hands `snowcoder stack ...` to snowcoder.stack.main, which owns its arguments
     sub.add_parser("stack", help="the local stack: Prefect server, MLflow server, S3-compatible store "
                                  "(snowcoder stack -h)")
+    sub.add_parser("serve", help="an OpenAI-compatible server for an HF checkpoint (snowcoder serve -h)")
     p = sub.add_parser("deploy", help="register deployments/prefect.yaml on the Prefect server (PREFECT_API_URL)")
     p.add_argument("--name", action="append", default=None, help="only this deployment (repeatable; default: all)")
     p.add_argument("--worker", action="store_true", help="then run a process worker in the foreground")
@@ -132,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         from snowcoder.stack import main as stack_main
 
         return stack_main(argv[1:])
+    if argv[:1] == ["serve"]:
+        from snowcoder.serve import main as serve_main
+
+        return serve_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)

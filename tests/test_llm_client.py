@@ -1,0 +1,167 @@
+"""The OpenAI-compatible client (tasks/llm_client.py) against a real server on 127.0.0.1 (`snowcoder serve` over a
+micro checkpoint), directly and through a real flaky HTTP proxy that drops and throttles requests."""
+from __future__ import annotations
+
+import http.server
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pandas as pd
+import pytest
+import torch
+from transformers import AutoTokenizer, LlamaForCausalLM
+
+from model.config import PRESETS, llama_config
+from snowcoder import storage
+from snowcoder.config import TokenizerConfig
+from tasks.evaluate import generate_with, load_model
+from tasks.llm_client import CompletionClient, LLMRequestError
+from tasks.tokenize import train_tokenizer
+
+CHAT_TEMPLATE = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
+PROMPTS = ["def add(a, b):", "class Stack:\n    def push(self, x):", "import os\n", "for i in range(10):"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("serve")
+    texts = [f"def f{i}(x):\n    return x * {i} + {i % 3}\n\n\nclass C{i}:\n    pass\n" for i in range(60)]
+    docs = storage.write_shards(pd.DataFrame({"content": texts}), str(root / "docs"), "train", 100)
+    train_tokenizer(TokenizerConfig(vocab_size=400), docs, str(root / "tok"))
+    tok = AutoTokenizer.from_pretrained(root / "tok")
+    tok.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(0)
+    cfg = llama_config(PRESETS["micro"]["model"], len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(root / "model")
+    tok.save_pretrained(root / "model")
+    return str(root / "model")
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "snowcoder.cli", "serve", "--model", checkpoint, "--name", "micro",
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(proc.stdout.read().decode(errors="replace"))
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError("snowcoder serve did not come up in 120 s")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_greedy_completions_equal_local_generation(server, checkpoint):
+    model, tok = load_model(checkpoint)
+    local = [text for text, _ in generate_with(model, tok, PROMPTS, max_new_tokens=12, batch_size=4)]
+    with CompletionClient(server, "micro", concurrency=3, api_key="unused") as client:
+        assert client.models() == ["micro"]
+        remote = client.complete(PROMPTS, max_tokens=12, temperature=0.0)
+        assert [r[0] for r in remote] == local
+        assert client.stats.requests == len(PROMPTS) and client.stats.retries == 0
+        assert client.stats.completion_tokens > 0
+        n3 = client.complete(PROMPTS[:1], max_tokens=6, temperature=0.8, n=3, seed=1)
+        assert len(n3[0]) == 3
+        replies = client.chat([[{"role": "user", "content": "write add"}]], max_tokens=5)
+        assert len(replies) == 1 and isinstance(replies[0][0], str)
+
+
+def test_stop_sequences_end_the_text_before_them(server):
+    with CompletionClient(server, "micro") as client:
+        full = client.complete(PROMPTS[:1], max_tokens=24, temperature=0.0)[0][0]
+        if len(full) < 4:
+            pytest.skip("the random micro model produced too little text to cut")
+        stop = full[2:4]
+        cut = client.complete(PROMPTS[:1], max_tokens=24, temperature=0.0, stop=[stop])[0][0]
+        assert cut == full[: full.find(stop)]
+
+
+class FlakyProxy(http.server.ThreadingHTTPServer):
+    """Forwards to the server, but answers 503 to every 3rd request, 429 (Retry-After: 0) to every 4th and closes
+    the connection without an answer on every 5th."""
+
+    def __init__(self, upstream: str):
+        self.upstream, self.count, self.lock, self.failed = upstream, 0, threading.Lock(), 0
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                with proxy.lock:
+                    proxy.count += 1
+                    n = proxy.count
+                if n % 5 == 0:
+                    proxy.failed += 1
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if n % 3 == 0 or n % 4 == 0:
+                    proxy.failed += 1
+                    self.send_response(503 if n % 3 == 0 else 429)
+                    self.send_header("Retry-After", "0")
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
+                resp = httpx.post(proxy.upstream + self.path.removeprefix("/v1"), content=body,
+                                  headers={"content-type": "application/json"}, timeout=60)
+                self.send_response(resp.status_code)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(resp.content)))
+                self.end_headers()
+                self.wfile.write(resp.content)
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+def test_retries_through_a_flaky_proxy_give_the_same_texts(server):
+    proxy = FlakyProxy(server)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{proxy.server_address[1]}/v1"
+        prompts = PROMPTS * 3
+        with CompletionClient(server, "micro") as direct:
+            expected = direct.complete(prompts, max_tokens=8, temperature=0.0)
+        with CompletionClient(url, "micro", concurrency=4, base_backoff_s=0.01, max_backoff_s=0.05, seed=0) as client:
+            got = client.complete(prompts, max_tokens=8, temperature=0.0)
+            assert got == expected
+            assert client.stats.retries == proxy.failed > 0
+            assert client.stats.requests == len(prompts) + client.stats.retries and client.stats.failures == 0
+    finally:
+        proxy.shutdown()
+
+
+def test_bounded_retries_and_non_retryable_errors_do_not_leak_the_key(server):
+    secret = "sk-test-" + "x" * 24
+    with CompletionClient(server, "micro", api_key=secret, max_retries=0) as client:
+        assert secret not in repr(client)
+        with pytest.raises(LLMRequestError) as err:  # 422: a malformed request is not retried
+            client.post("/completions", {"prompt": "x", "max_tokens": 0})
+        assert "422" in str(err.value) and secret not in str(err.value)
+        assert client.stats.requests == 1 and client.stats.failures == 1
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens: connection refused, retried, then given up
+    with CompletionClient(dead, "micro", api_key=secret, max_retries=2, base_backoff_s=0.01) as client:
+        with pytest.raises(LLMRequestError, match="gave up after 3 attempts") as err:
+            client.complete(["x"], max_tokens=2)
+        assert secret not in str(err.value) and client.stats.retries == 2
