@@ -22,26 +22,25 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 
-class CompletionRequest(BaseModel):
+class _Sampling(BaseModel):
+    """The sampling fields both endpoints take (OpenAI defaults)."""
+
     model: str | None = None
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    n: int = Field(1, ge=1, le=64)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+
+
+class CompletionRequest(_Sampling):
     prompt: str | list[str]
     max_tokens: int = Field(16, ge=1, le=32768)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    n: int = Field(1, ge=1, le=64)
-    stop: str | list[str] | None = None
-    seed: int | None = None
 
 
-class ChatRequest(BaseModel):
-    model: str | None = None
+class ChatRequest(_Sampling):
     messages: list[dict[str, Any]]
     max_tokens: int = Field(256, ge=1, le=32768)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    n: int = Field(1, ge=1, le=64)
-    stop: str | list[str] | None = None
-    seed: int | None = None
 
 
 def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
