@@ -58,7 +58,9 @@ class PhaseResult(BaseModel):
             "tokens_trained": int(train.get("tokens", 0)),
             "train_loss": train.get("final_loss"),
             "heldout_loss": ev.get("heldout_loss"),
+            "solution_loss": ev.get("solution_loss"),
             "humaneval_pass@1": ev.get("humaneval_pass@1"),
+            "scores": {k: v for k, v in ev.items() if "_pass@" in k},  # every benchmark and verdict evaluated
             "checkpoint": self.checkpoint,
             "mlflow_run_id": self.mlflow_run_id,
             "seconds": round(self.seconds, 1),

@@ -60,10 +60,12 @@ def pipeline(config: PipelineConfig, until: str | None = None, refresh: str = ""
             if "eval" not in phase.manifests:
                 continue
             ev = phase.manifests["eval"].counts
-            tracking.log_metrics(parent, {f"{phase.phase}.humaneval_pass@1": ev.get("humaneval_pass@1", float("nan")),
-                                          f"{phase.phase}.heldout_loss": ev.get("heldout_loss", float("nan"))})
-            tracking.log_metrics(parent, {"humaneval_pass@1": ev.get("humaneval_pass@1", float("nan")),
-                                          "heldout_loss": ev.get("heldout_loss", float("nan"))}, step=i)
+            scores = {"humaneval_pass@1": ev.get("humaneval_pass@1", float("nan")),
+                      "heldout_loss": ev.get("heldout_loss", float("nan")),
+                      "solution_loss": ev.get("solution_loss", float("nan")),
+                      **{k: v for k, v in ev.items() if "_pass@" in k}}  # every benchmark and verdict
+            tracking.log_metrics(parent, {f"{phase.phase}.{k}": v for k, v in scores.items()})
+            tracking.log_metrics(parent, scores, step=i)
         summary = build_summary(config, parent, phases, seconds=time.perf_counter() - t0)
         summary["until"] = until or "eval-final"
         summary_uri = storage.join(config.run_root, "summary.json")

@@ -60,5 +60,10 @@ def publish_pipeline(summary: dict, parent: Tracking, phases) -> None:
             lines.append(f"| {row['phase']} | {row['docs']} | {row['tokens_trained']} | {row['heldout_loss']} | "
                          f"{row['humaneval_pass@1']} |")
         _artifacts("pipeline", "\n".join(lines), link=tracking.run_url(parent), link_text="MLflow parent run")
+        # alpha -> beta -> final as one table in the MLflow UI (Artifacts, Evaluation tab): every benchmark's pass@k
+        table = [{"phase": r["phase"], "heldout_loss": r["heldout_loss"], "solution_loss": r.get("solution_loss"),
+                  **r.get("scores", {})}
+                 for r in summary["phases"]]
+        tracking.log_table(parent, table, "phase-comparison.json")
     except Exception as exc:
         log.warning("pipeline reporting failed: %s", exc)

@@ -4,6 +4,7 @@
     snowcoder stack [--state-dir D] up|down|status|env   # local Prefect server + MLflow server + S3 store (infra/)
     snowcoder deploy [--name N] [--worker]           # register deployments/prefect.yaml (PREFECT_API_URL)
     snowcoder serve --model DIR [--port 8000]       # OpenAI-compatible server for a checkpoint (snowcoder serve -h)
+    snowcoder eval (--model DIR | --endpoint URL) [--benchmarks humaneval mbpp+=FILE ...] [--out DIR]
     snowcoder presets
     snowcoder config [--preset P] [--config F]      # print the resolved config and its digest
 """
@@ -86,6 +87,39 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_benchmark(spec: str) -> dict:
+    """'humaneval', 'mbpp+=path/MbppPlus.jsonl.gz' or 'mbpp+=hf:evalplus/mbppplus' -> a BenchmarkSource dict."""
+    name, _, where = spec.partition("=")
+    if not where:
+        return {"name": name}
+    return {"name": name, "hub": where[3:]} if where.startswith("hf:") else {"name": name, "path": where}
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from snowcoder.config import EvalConfig, _format_validation_error
+    from snowcoder.summary import format_eval
+    from tasks.evaluate import evaluate
+
+    if bool(args.model) == bool(args.endpoint):
+        raise UserError("give exactly one of --model (a local HF checkpoint or hub id) and --endpoint (a URL)")
+    fields = {k: v for k, v in dict(
+        benchmarks=[parse_benchmark(b) for b in args.benchmarks], limit=args.limit, n_samples=args.n_samples,
+        temperature=args.temperature, pass_k=args.pass_k, max_new_tokens=args.max_new_tokens, workers=args.workers,
+        endpoint=args.endpoint, endpoint_model=args.endpoint_model).items() if v is not None}
+    try:
+        cfg = EvalConfig(**fields)
+    except ValidationError as err:
+        raise UserError(_format_validation_error(err, "evaluation settings")) from None
+    out = args.out or str(Path("runs") / f"eval-{time.strftime('%Y%m%d-%H%M%S')}")
+    manifest = evaluate(args.model, cfg, out, heldout_tokens_uri=args.heldout, seq_len=args.seq_len)
+    manifest.save(str(Path(out) / "manifest.json") if "://" not in out else out.rstrip("/") + "/manifest.json")
+    print(format_eval(manifest))
+    print(out)
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     config = load_config(args.preset, args.config, args.run_root)
     print(json.dumps({"digest": config.digest(), "config": config.model_dump(mode="json")}, indent=2))
@@ -122,6 +156,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", action="append", default=None, help="only this deployment (repeatable; default: all)")
     p.add_argument("--worker", action="store_true", help="then run a process worker in the foreground")
     p.set_defaults(fn=cmd_deploy)
+    p = sub.add_parser("eval", help="evaluate a local checkpoint or an OpenAI-compatible endpoint on code benchmarks")
+    p.add_argument("--model", help="HF checkpoint folder or hub id")
+    p.add_argument("--endpoint", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (key: $OPENAI_API_KEY)")
+    p.add_argument("--endpoint-model", help="model id sent to the endpoint")
+    p.add_argument("--benchmarks", nargs="+", default=["humaneval"],
+                   help="NAME or NAME=FILE or NAME=hf:DATASET (humaneval ships offline; e.g. mbpp+=MbppPlus.jsonl.gz)")
+    p.add_argument("--limit", type=int, help="first N problems of each benchmark")
+    p.add_argument("--n-samples", type=int, help="completions per problem (default 1, greedy)")
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--pass-k", type=lambda s: [int(x) for x in s.split(",")], help="e.g. 1,10")
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--workers", type=int, help="sandboxed executions in parallel")
+    p.add_argument("--heldout", help="packed token dir (tokens.bin + meta.json) for held-out loss (local model only)")
+    p.add_argument("--seq-len", type=int, default=2048, help="window of the held-out loss")
+    p.add_argument("--out", help="output directory (default runs/eval-<time>)")
+    p.set_defaults(fn=cmd_eval)
     p = sub.add_parser("presets", help="list the presets")
     p.set_defaults(fn=cmd_presets)
     return parser

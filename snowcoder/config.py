@@ -217,6 +217,13 @@ class BenchmarkSource(_Base):
         return self
 
 
+def _benchmark_names(data: Any) -> Any:
+    """`benchmarks: [humaneval, {name: mbpp+, path: ...}]`: a plain name stands for {name: <name>}."""
+    if isinstance(data, dict) and isinstance(data.get("benchmarks"), list):
+        data = {**data, "benchmarks": [{"name": b} if isinstance(b, str) else b for b in data["benchmarks"]]}
+    return data
+
+
 class DecontamConfig(_Base):
     """Decontamination: drop files that contain a benchmark prompt or solution (exact substring, whitespace- and
     case-insensitive) or share a long word n-gram with one (tasks/decontam.py)."""
@@ -239,9 +246,7 @@ class DecontamConfig(_Base):
     @model_validator(mode="before")
     @classmethod
     def _names_as_sources(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("benchmarks"), list):
-            data = {**data, "benchmarks": [{"name": b} if isinstance(b, str) else b for b in data["benchmarks"]]}
-        return data
+        return _benchmark_names(data)
 
 
 class TokenizerConfig(_Base):
@@ -402,16 +407,43 @@ class SynthConfig(_Base):
 
 
 class EvalConfig(_Base):
-    """HumanEval pass@1 (greedy) and held-out loss after each phase."""
+    """Code benchmarks (pass@k, sandboxed execution) and held-out loss after each phase (tasks/evaluate.py)."""
 
-    benchmarks: list[Literal["humaneval"]] = Field(
-        default_factory=lambda: ["humaneval"], description="Benchmarks evaluated."
+    benchmarks: list[BenchmarkSource] = Field(
+        default_factory=lambda: [BenchmarkSource(name="humaneval")],
+        description="Benchmarks evaluated (paper: HumanEval+, MBPP+, EvoEval, BigCodeBench); a plain name stands "
+        "for {name: <name>}; all but HumanEval need a path or hub id.",
     )
-    limit: int | None = Field(None, ge=1, description="Evaluate only the first N problems (None = all 164).")
+    limit: int | None = Field(None, ge=1, description="Evaluate only the first N problems of each benchmark (None = all).")
+    n_samples: int = Field(1, ge=1, description="Completions per problem (1 = greedy pass@1, the paper's metric).")
+    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature (0 = greedy; n_samples > 1 needs > 0).")
+    pass_k: list[int] = Field(default_factory=lambda: [1], description="k values of the unbiased pass@k (each <= n_samples).")
     max_new_tokens: int = Field(128, ge=8, description="Token limit of one completion.")
-    batch_size: int = Field(16, ge=1, description="Prompts completed per batch.")
-    timeout_s: float = Field(5.0, gt=0, description="Wall-clock limit per completion's execution.")
+    batch_size: int = Field(16, ge=1, description="Prompts completed per batch (local model).")
+    timeout_s: float = Field(
+        5.0, gt=0, description="Wall-clock limit of one execution; for EvalPlus-style tasks the minimum of "
+        "max(timeout_s, time_factor x the reference solution's time).")
+    time_factor: float = Field(4.0, ge=1, description="EvalPlus's gt_time_limit_factor.")
     workers: int = Field(2, ge=1, description="Completions executed in parallel.")
+    endpoint: str | None = Field(
+        None, description="OpenAI-compatible base URL (e.g. http://127.0.0.1:8000/v1) to evaluate instead of a "
+        "local checkpoint (snowcoder eval --endpoint).")
+    endpoint_model: str | None = Field(None, description="Model id sent to the endpoint.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the endpoint's API key.")
+    concurrency: int = Field(8, ge=1, description="Requests in flight to the endpoint.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names_as_sources(cls, data: Any) -> Any:
+        return _benchmark_names(data)
+
+    @model_validator(mode="after")
+    def _sampling(self) -> "EvalConfig":
+        if self.n_samples > 1 and self.temperature == 0:
+            raise ValueError("n_samples > 1 needs temperature > 0 (greedy completions are all the same)")
+        if any(k < 1 or k > self.n_samples for k in self.pass_k):
+            raise ValueError(f"pass_k values must be in 1..n_samples={self.n_samples}, got {self.pass_k}")
+        return self
 
 
 class PipelineConfig(_Base):

@@ -72,3 +72,19 @@ def format_table(summary: dict[str, Any]) -> str:
     if ml.get("registered_models"):
         out.append("        registry: " + ", ".join(ml["registered_models"].values()))
     return "\n".join(out)
+
+
+def format_eval(manifest) -> str:
+    """The table `snowcoder eval` prints: one row per benchmark (and verdict) with its pass@k."""
+    benches = manifest.stats.get("benchmarks", {})
+    ks = sorted({k for b in benches.values() for k in b if k.startswith("pass@")}, key=lambda k: int(k[5:]))
+    head = ["benchmark", "tasks", "samples", *ks, "statuses"]
+    rows = [[name, str(b["n_tasks"]), str(b["n_samples"]), *(f"{b[k]:.4f}" if k in b else "-" for k in ks),
+             ", ".join(f"{s} {n}" for s, n in sorted(b["status_counts"].items()))] for name, b in benches.items()]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+    out = [line(head), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+    if "heldout_loss" in manifest.counts:
+        out.append(f"held-out loss: {manifest.counts['heldout_loss']:.4f}")
+    out.append(f"per-sample verdicts: {manifest.uris['results']}")
+    return "\n".join(out)

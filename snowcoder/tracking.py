@@ -186,6 +186,13 @@ def log_file(handle: Tracking, uri: str, artifact_path: str | None = None) -> No
         client.log_artifact(handle.run_id, str(local), artifact_path)
 
 
+def log_table(handle: Tracking, rows: list[dict[str, Any]], artifact_file: str) -> None:
+    """Rows of dicts as an MLflow table artifact (columns = the union of the keys)."""
+    import pandas as pd
+
+    _client(handle.tracking_uri).log_table(handle.run_id, pd.DataFrame(rows), artifact_file)
+
+
 def ui_hint(tracking_uri: str) -> str:
     if tracking_uri.startswith("sqlite:"):
         return f"mlflow ui --backend-store-uri {tracking_uri}"

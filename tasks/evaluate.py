@@ -25,7 +25,7 @@ import numpy as np
 from snowcoder import storage
 from snowcoder.config import EvalConfig, UserError
 from snowcoder.manifest import Manifest
-from tasks.execution import CheckJob, run_checks
+from tasks.execution import CheckJob
 
 log = logging.getLogger("snowcoder.evaluate")
 
@@ -49,9 +49,11 @@ def humaneval_program(problem: dict, completion: str) -> str:
 
 
 def humaneval_job(problem: dict, completion: str) -> CheckJob:
-    """The same program split for the sandbox: untrusted prompt + completion, trusted test + check(entry_point)."""
-    checks = "\n" + problem["test"] + f"\ncheck({problem['entry_point']})\n"
-    return CheckJob(problem["prompt"] + completion, checks, problem["entry_point"])
+    """The same program split for the sandbox: untrusted prompt + completion, trusted test + check(entry_point)
+    (tasks.evalsets.check_job's "test" verdict of a HumanEval record)."""
+    from tasks.evalsets import check_job
+
+    return CheckJob(*check_job({"benchmark": "humaneval", **problem}, completion, None, "test"))
 
 
 def truncate_completion(text: str, stops: tuple[str, ...] = STOP_SEQUENCES) -> str:
@@ -241,67 +243,150 @@ def heldout_loss(
 
 
 # --------------------------------------------------------------------------- the stage
+def _sample_local(model: Any, tok: Any, prompts: list[str], stops: list[tuple[str, ...]], cfg: EvalConfig
+                  ) -> list[list[str]]:
+    """cfg.n_samples raw completions per prompt from a loaded model, batched (prompts grouped by stop sequences)."""
+    out: list[list[str]] = [[] for _ in prompts]
+    for group in sorted(set(stops)):
+        idx = [i for i, s in enumerate(stops) if s == group for _ in range(cfg.n_samples)]
+        texts = generate_with(model, tok, [prompts[i] for i in idx], max_new_tokens=cfg.max_new_tokens,
+                              batch_size=cfg.batch_size, temperature=cfg.temperature, stops=group)
+        for i, (text, _) in zip(idx, texts):
+            out[i].append(text)
+    return out
+
+
+def _sample_endpoint(prompts: list[str], stops: list[tuple[str, ...]], cfg: EvalConfig) -> list[list[str]]:
+    """cfg.n_samples raw completions per prompt from an OpenAI-compatible /v1/completions endpoint."""
+    from tasks.llm_client import CompletionClient
+
+    if not cfg.endpoint_model:
+        raise UserError("eval.endpoint needs eval.endpoint_model (the model id the server knows)")
+    out: list[list[str]] = [[] for _ in prompts]
+    with CompletionClient(cfg.endpoint, cfg.endpoint_model, api_key_env=cfg.api_key_env,
+                          concurrency=cfg.concurrency) as client:
+        for group in sorted(set(stops)):
+            idx = [i for i, s in enumerate(stops) if s == group]
+            texts = client.complete([prompts[i] for i in idx], max_tokens=cfg.max_new_tokens,
+                                    temperature=cfg.temperature, n=cfg.n_samples, stop=list(group))
+            for i, samples in zip(idx, texts):
+                out[i] = samples
+    return out
+
+
+def _solution_loss(model: Any, tok: Any, records: list[dict], seq_len: int, batch_size: int) -> float:
+    """Mean token loss on the benchmarks' reference programs (prompt + canonical solution, joined by EOS): text the
+    data phase removed from the corpus by decontamination, so a model cannot have trained on it."""
+    from tasks.evalsets import program_head
+
+    eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    ids: list[int] = []
+    for rec in records:
+        ids += tok(program_head(rec) + rec["canonical_solution"], add_special_tokens=False)["input_ids"] + eos
+    return _heldout_loss_with(model, np.asarray(ids, dtype=np.int64), seq_len, batch_size, None)
+
+
 def evaluate(
-    model_uri: str, cfg: EvalConfig, out_dir: str, *, heldout_tokens_uri: str | None, seq_len: int
+    model_uri: str | None, cfg: EvalConfig, out_dir: str, *, heldout_tokens_uri: str | None, seq_len: int
 ) -> Manifest:
-    """HumanEval greedy pass@1 (first cfg.limit problems) and, when a held-out token dir is given, held-out loss.
+    """Every benchmark of cfg.benchmarks (first cfg.limit problems each), judged as its own harness judges it
+    (tasks/evalsets.py) in the sandbox of tasks/execution.py: cfg.n_samples completions per problem from the local
+    checkpoint `model_uri` or from cfg.endpoint; pass@k per benchmark and verdict (EvalPlus records give two:
+    `humaneval+` from base + plus inputs, the paper's HumanEval+, and `humaneval+_base` from the base inputs alone,
+    EvalPlus's HumanEval column); held-out loss when a held-out token dir is given (local model only).
 
-    Writes samples.jsonl (EvalPlus format) and results.jsonl (task_id, status, message) to out_dir.
-    `counts["heldout_loss"]` is present only when heldout_tokens_uri is given.
-    """
-    from tasks.benchmarks import load_humaneval
+    Writes samples.jsonl (EvalPlus-compatible: task_id, completion, solution, plus benchmark and sample index),
+    results.jsonl (one row per sample and verdict: benchmark, task_id, sample, status, message, seconds) and
+    tasks.jsonl (per benchmark and task: n, passed, statuses, first failure). counts: `<benchmark>_pass@<k>`,
+    `<benchmark>_n_tasks`, heldout_loss (when computed), solution_loss (local model: loss on the benchmarks'
+    reference programs, which decontamination kept out of training), and for HumanEval `humaneval_pass@1`,
+    n_problems and n_passed (the pipeline's headline)."""
+    from tasks import evalsets
+    from tasks.benchmarks import load_source
+    from tasks.execution import run_checks, time_limit
 
-    problems = load_humaneval()
-    if cfg.limit is not None:
-        problems = problems[: cfg.limit]
+    if model_uri is None and not cfg.endpoint:
+        raise UserError("nothing to evaluate: give a model checkpoint or eval.endpoint")
+    records = []
+    for source in cfg.benchmarks:
+        recs = load_source(source)
+        records += recs[: cfg.limit] if cfg.limit is not None else recs
+    if not records:
+        raise UserError("the benchmarks have no problems to evaluate")
+    prompts = [evalsets.model_prompt(r) for r in records]
+    stops = [evalsets.stop_sequences(r) for r in records]
     counts: dict[str, float] = {}
-    with storage.local_dir(model_uri) as model_dir:
-        model, tok = load_model(str(model_dir))
-        t0 = time.perf_counter()
-        raw = generate_with(
-            model, tok, [generation_prompt(p["prompt"]) for p in problems], max_new_tokens=cfg.max_new_tokens,
-            batch_size=cfg.batch_size, stops=STOP_SEQUENCES,
-        )
-        completions = [truncate_completion(text) for text, _ in raw]
-        counts["gen_seconds"] = round(time.perf_counter() - t0, 3)
-        log.info("generated %d HumanEval completions in %.1fs", len(problems), counts["gen_seconds"])
+    t0 = time.perf_counter()
+    if cfg.endpoint:
+        raw = _sample_endpoint(prompts, stops, cfg)
         if heldout_tokens_uri is not None:
-            with storage.local_dir(heldout_tokens_uri) as tokens_dir:
-                vocab = model.get_output_embeddings().weight.shape[0]
-                batch = max(1, min(8, _MAX_LOGIT_ELEMENTS // (seq_len * vocab)))
-                counts["heldout_loss"] = _heldout_loss_with(model, read_tokens(tokens_dir), seq_len, batch, 50)
-            log.info("held-out loss %.4f", counts["heldout_loss"])
-        del model
+            log.warning("held-out loss needs the model's weights: not computed for an endpoint")
+    else:
+        with storage.local_dir(model_uri) as model_dir:
+            model, tok = load_model(str(model_dir))
+            raw = _sample_local(model, tok, prompts, stops, cfg)
+            counts["gen_seconds"] = round(time.perf_counter() - t0, 3)
+            vocab = model.get_output_embeddings().weight.shape[0]
+            batch = max(1, min(8, _MAX_LOGIT_ELEMENTS // (seq_len * vocab)))
+            if heldout_tokens_uri is not None:
+                with storage.local_dir(heldout_tokens_uri) as tokens_dir:
+                    counts["heldout_loss"] = _heldout_loss_with(model, read_tokens(tokens_dir), seq_len, batch, 50)
+                log.info("held-out loss %.4f", counts["heldout_loss"])
+            counts["solution_loss"] = _solution_loss(model, tok, records, seq_len, batch)
+            del model
+    counts["gen_seconds"] = round(time.perf_counter() - t0, 3)
+    completions = [[truncate_completion(t, s) for t in texts] for texts, s in zip(raw, stops)]
+    log.info("generated %d x %d completions in %.1fs", len(records), cfg.n_samples, counts["gen_seconds"])
 
     t0 = time.perf_counter()
-    results = run_checks([humaneval_job(p, c) for p, c in zip(problems, completions)], cfg.timeout_s, cfg.workers)
+    expected = evalsets.expected_outputs_many(records, workers=cfg.workers)
+    jobs, limits, where = [], [], []
+    for rec, exp, samples in zip(records, expected, completions):
+        verdicts = list(evalsets.suites(rec))
+        for suite in verdicts:  # named by the source benchmark: humaneval+ (base + plus inputs), humaneval+_base
+            bench = rec["benchmark"] if suite == verdicts[-1] else f"{rec['benchmark']}_{suite}"
+            limit = cfg.timeout_s if suite == "test" else time_limit(
+                evalsets.reference_seconds(exp, suite), min_s=cfg.timeout_s, factor=cfg.time_factor)
+            for k, completion in enumerate(samples):
+                jobs.append(CheckJob(*evalsets.check_job(rec, completion, exp or None, suite)))
+                limits.append(limit)
+                where.append((bench, rec["task_id"], k))
+    results = run_checks(jobs, limits, cfg.workers)
     counts["exec_seconds"] = round(time.perf_counter() - t0, 3)
 
-    n_passed = sum(r.passed for r in results)
-    counts.update(
-        {
-            "n_problems": len(problems),
-            "n_passed": n_passed,
-            "humaneval_pass@1": n_passed / len(problems) if problems else 0.0,
-        }
-    )
+    by_task: dict[str, dict[str, list]] = {}
+    for (bench, task_id, _), r in zip(where, results):
+        by_task.setdefault(bench, {}).setdefault(task_id, []).append(r)
+    scored = evalsets.score(by_task, cfg.pass_k)
+    for bench, summary in scored["benchmarks"].items():
+        counts[f"{bench}_n_tasks"] = summary["n_tasks"]
+        counts.update({f"{bench}_{k}": v for k, v in summary.items() if k.startswith("pass@")})
+        log.info("%s: %s (%d tasks; %s)", bench, ", ".join(f"{k} {v:.4f}" for k, v in summary.items()
+                                                           if k.startswith("pass@")), summary["n_tasks"],
+                 summary["status_counts"])
+    if "humaneval" in by_task:  # the headline of the pipeline's tables
+        he = by_task["humaneval"]
+        counts["n_problems"] = len(he)
+        counts["n_passed"] = sum(rs[0].passed for rs in he.values())
+
     samples_uri, results_uri = storage.join(out_dir, "samples.jsonl"), storage.join(out_dir, "results.jsonl")
-    storage.write_jsonl(
-        samples_uri,
-        [{"task_id": p["task_id"], "completion": c, "solution": p["prompt"] + c}
-         for p, c in zip(problems, completions)],
-    )
-    storage.write_jsonl(
-        results_uri,
-        [{"task_id": p["task_id"], "status": r.status, "message": r.message, "seconds": round(r.seconds, 3)}
-         for p, r in zip(problems, results)],
-    )
-    status_counts = {s: sum(r.status == s for r in results) for s in ("passed", "failed", "timeout", "error")}
-    log.info("HumanEval pass@1 %.4f (%d/%d; %s)", counts["humaneval_pass@1"], n_passed, len(problems), status_counts)
+    tasks_uri = storage.join(out_dir, "tasks.jsonl")
+    storage.write_jsonl(samples_uri, [
+        {"task_id": r["task_id"], "benchmark": r["benchmark"], "sample": k, "completion": c,
+         "solution": evalsets.program_head(r) + c}
+        for r, samples in zip(records, completions) for k, c in enumerate(samples)])
+    storage.write_jsonl(results_uri, [
+        {"benchmark": b, "task_id": t, "sample": k, "status": r.status, "message": r.message,
+         "seconds": round(r.seconds, 3)} for (b, t, k), r in zip(where, results)])
+    storage.write_jsonl(tasks_uri, scored["tasks"])
     return Manifest(
         stage="evaluate",
-        uris={"samples": samples_uri, "results": results_uri},
+        uris={"samples": samples_uri, "results": results_uri, "tasks": tasks_uri},
         counts=counts,
-        stats={"per_task": {p["task_id"]: r.status for p, r in zip(problems, results)}, "status_counts": status_counts},
+        stats={"benchmarks": scored["benchmarks"],
+               "per_task": {f"{row['benchmark']}:{row['task_id']}" if row["benchmark"] != "humaneval"
+                            else row["task_id"]: "passed" if row["passed"] == row["n"] else
+                            next(s for s in row["statuses"] if s != "passed") for row in scored["tasks"]},
+               "source": cfg.endpoint or model_uri, "n_samples": cfg.n_samples, "temperature": cfg.temperature},
         digest=storage.digest_files([samples_uri, results_uri]),
     )

@@ -54,9 +54,10 @@ program text, argv or environment. In between, the harness defends the checks:
     itself never looks names up), with modules replaced by fresh imports (a module object the program made up
     and never registered is dropped) and `check` redefined by the checks;
   - every function of the program, and the entry point, is wrapped: its return value must be plain builtin data
-    (type exactly int, float, complex, str, bytes, bool, None, list, tuple, dict, set or frozenset, recursively), so
-    an object whose __eq__ always says True fails even when the checks catch the error; tracing is cleared again
-    after each call;
+    (type exactly int, float, complex, str, bytes, bool, None, list, tuple, dict, set or frozenset, recursively;
+    the standard library's Counter, OrderedDict, defaultdict and deque are accepted as dict / list) and the checks
+    get a copy built from builtin types only, so an object whose __eq__ always says True fails even when the checks
+    catch the error; tracing is cleared again after each call;
   - a forked copy of the harness (impossible under seccomp) would not write the nonce: only the original pid does.
 
 Known limits (what is not prevented):
@@ -630,34 +631,57 @@ def _child_restore(snapshot: dict, main, *, _list=list, _id=id, _type=type, _str
     return program_modules, leftovers
 
 
-def _child_plain_data(value, *, _type=type, _id=id, _repr=type.__repr__, _set=set, _dict_id=id(dict),
+def _child_plain_copy(value, *, _type=type, _id=id, _repr=type.__repr__, _dict_items=dict.items, _tuple=tuple,
+                      _set=set, _frozenset=frozenset, _recursion_error=RecursionError,
                       _atoms=frozenset(map(id, (int, float, complex, str, bytes, bool, type(None)))),
-                      _containers=frozenset(map(id, (list, tuple, set, frozenset)))) -> str | None:
-    """None when `value` is plain builtin data (exact types, recursively), else the repr of the first other type.
+                      _as_dict=frozenset(map(id, (dict, __import__("collections").Counter,
+                                                  __import__("collections").OrderedDict,
+                                                  __import__("collections").defaultdict))),
+                      _as_list=frozenset(map(id, (list, __import__("collections").deque))),
+                      _tuple_id=id(tuple), _set_id=id(set), _frozenset_id=id(frozenset)):
+    """(a plain copy of `value`, None), or (None, the repr of the first type that is not data).
 
-    Types are compared by identity, never with == or hashing, and containers are only iterated when their type is
-    exactly a builtin one, so no code of the program runs here."""
-    stack, seen = [value], _set()
-    while stack:
-        item = stack.pop()
+    Plain data: the exact builtin types, recursively; the standard library's Counter / OrderedDict / defaultdict
+    and deque (correct solutions return them) become a dict / list copy. Types are compared by identity (the
+    allowed ones were bound before the program ran), items are read with the builtin C methods, and the copy is
+    built from builtin types only, so no code of the program runs here and what the checks compare cannot
+    override ==."""
+    memo, problem = {}, []
+
+    def copy(item):
         kind = _id(_type(item))
         if kind in _atoms:
-            continue
-        if kind not in _containers and kind != _dict_id:
-            return _repr(_type(item))
-        if _id(item) not in seen:  # a container may contain itself
-            seen.add(_id(item))
-            if kind == _dict_id:
-                stack.extend(item.keys())
-                stack.extend(item.values())
-            else:
-                stack.extend(item)
-    return None
+            return item
+        key = _id(item)
+        if key in memo:  # shared or self-containing containers keep their shape
+            return memo[key]
+        if kind in _as_dict:
+            out = memo[key] = {}
+            for k, v in _dict_items(item):
+                out[copy(k)] = copy(v)
+        elif kind in _as_list:
+            out = memo[key] = []
+            for x in item:
+                out.append(copy(x))
+        elif kind == _tuple_id:
+            out = memo[key] = _tuple(copy(x) for x in item)
+        elif kind == _set_id or kind == _frozenset_id:
+            out = memo[key] = (_set if kind == _set_id else _frozenset)(copy(x) for x in item)
+        else:
+            problem.append(_repr(_type(item)))
+            raise _recursion_error  # unwind; reported as the type found
+        return out
+
+    try:
+        return copy(value), None
+    except _recursion_error:
+        return None, problem[0] if problem else "data nested too deeply"
 
 
-def _child_guard(function, name: str, violations: list, *, _plain=_child_plain_data, _settrace=sys.settrace,
+def _child_guard(function, name: str, violations: list, *, _plain=_child_plain_copy, _settrace=sys.settrace,
                  _setprofile=sys.setprofile, _type_error=TypeError):
-    """`function` wrapped so that it clears tracing after each call and may only return plain builtin data."""
+    """`function` wrapped so that it clears tracing after each call and returns a plain builtin-data copy of its
+    result (anything else is a violation)."""
 
     def guarded(*args, **kwargs):
         try:
@@ -665,7 +689,7 @@ def _child_guard(function, name: str, violations: list, *, _plain=_child_plain_d
         finally:
             _settrace(None)
             _setprofile(None)
-        problem = _plain(result)
+        result, problem = _plain(result)
         if problem is not None:
             violations.append(f"{name}() returned {problem}, not plain builtin data")
             raise _type_error(violations[-1])
@@ -786,7 +810,7 @@ def _child_main() -> None:
 
 
 _CHILD_FUNCTIONS = (_child_lower_limits, _child_confine_filesystem, _child_forbid_processes, _child_drop_privileges,
-                    _child_refuse_network, _child_snapshot, _child_restore, _child_plain_data, _child_guard,
+                    _child_refuse_network, _child_snapshot, _child_restore, _child_plain_copy, _child_guard,
                     _child_checks_namespace, _child_main)
 _CHILD_SOURCE = "\n".join(
     ["import sys", f"NONCE_HEX_CHARS = {NONCE_HEX_CHARS}", f"SETUP_FAILED_STATUS = {SETUP_FAILED_STATUS}"]

@@ -321,8 +321,8 @@ def _log_evaluation(manifest: Manifest, args: dict[str, Any]) -> None:
     handle = args.get("handle")
     if handle is None:
         return
-    tracking.log_metrics(handle, {k: v for k, v in manifest.counts.items() if k in ("humaneval_pass@1", "heldout_loss")})
-    for name in ("samples", "results"):
+    tracking.log_metrics(handle, {k: v for k, v in manifest.counts.items() if k in ("heldout_loss", "solution_loss") or "_pass@" in k})
+    for name in ("samples", "results", "tasks"):
         if name in manifest.uris:
             tracking.log_file(handle, manifest.uris[name], "eval")
 

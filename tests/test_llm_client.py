@@ -165,3 +165,26 @@ def test_bounded_retries_and_non_retryable_errors_do_not_leak_the_key(server):
         with pytest.raises(LLMRequestError, match="gave up after 3 attempts") as err:
             client.complete(["x"], max_tokens=2)
         assert secret not in str(err.value) and client.stats.retries == 2
+
+
+def test_snowcoder_eval_scores_an_endpoint_like_the_local_checkpoint(server, checkpoint, tmp_path):
+    """`snowcoder eval --endpoint` (OpenAI-compatible completions) and `--model` (the same weights, loaded locally)
+    give the same greedy completions and the same verdicts."""
+    import json
+
+    from snowcoder.cli import main
+
+    outs = {}
+    for name, args in (("local", ["--model", checkpoint]),
+                       ("endpoint", ["--endpoint", server, "--endpoint-model", "micro"])):
+        out = tmp_path / name
+        assert main(["eval", *args, "--benchmarks", "humaneval", "--limit", "4", "--max-new-tokens", "12",
+                     "--out", str(out)]) == 0
+        outs[name] = out
+    read = lambda p: [json.loads(line) for line in p.read_text().splitlines()]  # noqa: E731
+    local, remote = read(outs["local"] / "samples.jsonl"), read(outs["endpoint"] / "samples.jsonl")
+    assert [s["completion"] for s in remote] == [s["completion"] for s in local] and len(local) == 4
+    assert [r["status"] for r in read(outs["endpoint"] / "results.jsonl")] == \
+        [r["status"] for r in read(outs["local"] / "results.jsonl")]
+    manifest = json.loads((outs["endpoint"] / "manifest.json").read_text())
+    assert manifest["stats"]["source"] == server and "humaneval_pass@1" in manifest["counts"]

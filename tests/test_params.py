@@ -149,12 +149,13 @@ def test_prefect_coerces_and_serialises_the_parameters():
 
 def test_json_round_trip():
     model = PipelineOverrides(seed=3, dedup={"threshold": 0.9}, train={"beta": {"repeat": 2, "schedule": "linear"}},
-                              eval={"benchmarks": ["humaneval"]})
+                              eval={"benchmarks": [{"name": "humaneval"}], "n_samples": 4, "temperature": 0.8})
     again = PipelineOverrides.model_validate(json.loads(model.model_dump_json()))
     assert again == model
     assert json.loads(model.model_dump_json()) == {
         "seed": 3, "dedup": {"threshold": 0.9}, "train": {"beta": {"repeat": 2, "schedule": "linear"}},
-        "eval": {"benchmarks": ["humaneval"]}}
+        "eval": {"benchmarks": [{"name": "humaneval", "path": None, "hub": None, "split": None, "subset": None}],
+                 "n_samples": 4, "temperature": 0.8}}
     assert NO_OVERRIDES.model_dump() == {} and PipelineOverrides.model_validate({}) == NO_OVERRIDES
 
 

@@ -75,6 +75,9 @@ def test_mlflow_parent_with_child_per_phase(micro_run):
     assert sorted(m.step for m in history) == [0, 1, 2]
     alpha = next(r for r in runs if r.info.run_name == "phase1-alpha")
     assert len(client.get_metric_history(alpha.info.run_id, "loss")) >= 2  # the training loss curve
+    table = json.loads(Path(client.download_artifacts(parent.info.run_id, "phase-comparison.json")).read_text())
+    assert [row[table["columns"].index("phase")] for row in table["data"]] == ["alpha", "beta", "final"]
+    assert "humaneval_pass@1" in table["columns"] and "heldout_loss" in table["columns"]
     # each phase's export registered, alias = phase, version made by that phase's run
     assert summary["mlflow"]["registered_models"] == {p: f"models:/snowcoder@{p}" for p in ("alpha", "beta", "final")}
     for run in runs:
