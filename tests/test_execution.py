@@ -47,6 +47,15 @@ def check(candidate):
 check(add)
 """
 MODULE_CHECKS = "\nimport math\n\ndef check(candidate):\n    assert math.isclose(candidate(1, 2), 3)\n\ncheck(add)\n"
+# a trace function that jumps over every line of `check` after its first (so its asserts never run)
+SKIP_ASSERTS_TRACER = (
+    "def local(frame, event, arg):\n"
+    "    if event == 'line' and frame.f_lineno != frame.f_code.co_firstlineno + 3:\n"
+    "        frame.f_lineno = frame.f_code.co_firstlineno + 3\n"
+    "    return local\n"
+    "def tracer(frame, event, arg):\n"
+    "    return local if frame.f_code.co_name == 'check' else None\n"
+)
 # A no-op last line a trace function can jump to (line 3 of check), after a first call that can install one.
 TRACE_CHECKS = (
     "\ndef check(candidate):\n    candidate(0, 0)\n    assert candidate(1, 2) == 3\n    return True\n\ncheck(add)\n"
@@ -411,12 +420,7 @@ TAMPERING = {
     ),
     "trace function skipping asserts": (
         "    return 0\nimport sys\n"
-        "def local(frame, event, arg):\n"
-        "    if event == 'line' and frame.f_lineno != frame.f_code.co_firstlineno + 3:\n"
-        "        frame.f_lineno = frame.f_code.co_firstlineno + 3\n"
-        "    return local\n"
-        "def tracer(frame, event, arg):\n"
-        "    return local if frame.f_code.co_name == 'check' else None\n"
+        + SKIP_ASSERTS_TRACER +
         "sys.settrace(tracer)\n",
         TRACE_CHECKS,
     ),
@@ -436,12 +440,7 @@ TAMPERING = {
     ),
     "trace function shielded by an __import__ that hands out a fake sys": (
         "    return 0\nimport builtins, sys, types\n"
-        "def local(frame, event, arg):\n"
-        "    if event == 'line' and frame.f_lineno != frame.f_code.co_firstlineno + 3:\n"
-        "        frame.f_lineno = frame.f_code.co_firstlineno + 3\n"
-        "    return local\n"
-        "def tracer(frame, event, arg):\n"
-        "    return local if frame.f_code.co_name == 'check' else None\n"
+        + SKIP_ASSERTS_TRACER +
         "fake = types.ModuleType('sys')\nfake.__dict__.update(sys.__dict__)\n"
         "fake.settrace = fake.setprofile = lambda *a: None\n"
         "real = builtins.__import__\n"
