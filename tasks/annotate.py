@@ -19,8 +19,15 @@ How this module does it:
                 `window_tokens` tokens (paper §2.3: "averaging the scores from the top, middle, and bottom sections";
                 512 tokens there). A file that fits in one window has one window. Probabilities (0..1) are easy
                 to threshold and to histogram.
-  5. storage    scores go to `annotate/scores.parquet`, apart from the selection (Dolma-style: score once, change
-                thresholds freely); `select` ranks per language and keeps the top fraction, without rescoring.
+  5. validation  held-out ROC-AUC, F1 at 0.5 and reliability bins (ECE) on the stratified split; and the paper's
+                predictor of phase-2 gains: ROC-AUC at telling benchmark canonical solutions (HumanEval prompt +
+                solution; MBPP etc. when configured) from random phase-1 files the head was not trained on.
+  6. export     model/ = an HF model dir (encoder + head, AutoModelForSequenceClassification with trust_remote_code:
+                pooling + L2 normalisation do not fold into BertForSequenceClassification's pooler).
+  7. storage    one resumable scoring task per document shard -> scores/shard-NNNNN-<head digest>.parquet keyed by
+                doc_id (a finished shard is skipped on restart), merged into annotate/scores.parquet, apart from the
+                selection (Dolma-style: score once, change thresholds freely); `select` ranks per language and keeps
+                the top fraction or the best files up to a token budget, without rescoring.
 
 Keeping the same fraction in every language keeps phase 1's language mix (by file count), as the paper does
 ("we maintain the same mix ratio as used in pretraining", §3.4).
@@ -29,11 +36,13 @@ from __future__ import annotations
 
 import ast
 import builtins
+import hashlib
 import importlib.util
 import json
 import logging
 import math
 import os
+import signal
 import time
 
 import numpy as np
@@ -51,9 +60,8 @@ CORPUS_DOCSTRING_FUNCTIONS = "corpus:docstring-functions"
 HEAD_FILE = "annotator.safetensors"
 META_FILE = "annotator.json"
 SCORES_FILE = "scores.parquet"
-SCORE_COLUMNS = ["doc_id", "language", "repo", "size_bytes", "score", "n_windows"]
+SCORE_COLUMNS = ["doc_id", "language", "repo", "size_bytes", "score", "n_windows", "n_tokens"]
 HISTOGRAM_BINS = 20
-SCORE_CHUNK_DOCS = 256  # documents embedded together while scoring (bounds memory, gives progress lines)
 
 
 # =========================================================================== encoder
@@ -133,7 +141,15 @@ class Encoder:
 
 
 def windows(text: str, tokenizer, window_tokens: int) -> list[str]:
-    """The text's top, middle and bottom windows (paper §2.3), or [text] when it fits in one window.
+    """The text's top, middle and bottom windows (paper §2.3), or [text] when it fits in one window (see
+    `windows_and_tokens`)."""
+    return windows_and_tokens(text, tokenizer, window_tokens)[0]
+
+
+def windows_and_tokens(text: str, tokenizer, window_tokens: int) -> tuple[list[str], int]:
+    """(the text's windows, its length in encoder tokens without special tokens): top, middle and bottom (paper
+    §2.3), or [text] when it fits in one window. The token count comes free with the cut and is what a token-budget
+    selection counts.
 
     A window holds `window_tokens` tokens *including* the encoder's special tokens ([CLS] ... [SEP]), so every window
     goes through the encoder untruncated. Windows are cut from the original text at token boundaries (offsets), so
@@ -145,14 +161,14 @@ def windows(text: str, tokenizer, window_tokens: int) -> list[str]:
         offsets = enc["offset_mapping"]
         n = len(offsets)
         if n <= budget:
-            return [text]
+            return [text], n
         starts = (0, (n - budget) // 2, n - budget)
-        return [text[offsets[s][0] : offsets[s + budget - 1][1]] for s in starts]
+        return [text[offsets[s][0] : offsets[s + budget - 1][1]] for s in starts], n
     ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]  # slow tokenizers: no offsets
     n = len(ids)
     if n <= budget:
-        return [text]
-    return [tokenizer.decode(ids[s : s + budget]) for s in (0, (n - budget) // 2, n - budget)]
+        return [text], n
+    return [tokenizer.decode(ids[s : s + budget]) for s in (0, (n - budget) // 2, n - budget)], n
 
 
 # =========================================================================== positives
@@ -386,35 +402,258 @@ def train_annotator(
 
     def metrics_on(idx: np.ndarray, prefix: str) -> dict[str, float]:
         if len(idx) == 0:
-            return {f"{prefix}_auc": float("nan"), f"{prefix}_acc": float("nan")}
+            return {f"{prefix}_auc": float("nan"), f"{prefix}_acc": float("nan"), f"{prefix}_f1": float("nan")}
         p = _sigmoid(x[idx] @ weights + bias)
-        return {f"{prefix}_auc": roc_auc(y[idx], p), f"{prefix}_acc": float(((p >= 0.5) == (y[idx] > 0)).mean())}
+        return {f"{prefix}_auc": roc_auc(y[idx], p), f"{prefix}_acc": float(((p >= 0.5) == (y[idx] > 0)).mean()),
+                f"{prefix}_f1": f1_score(y[idx], p)}
 
+    held_p = _sigmoid(x[test_idx] @ weights + bias)
+    calibration = calibration_bins(y[test_idx], held_p)
     metrics = {**metrics_on(train_idx, "train"), **metrics_on(test_idx, "heldout"),
-               "train_loss": float(loss.item()), "n_train": float(len(train_idx)), "n_heldout": float(len(test_idx))}
+               "heldout_ece": expected_calibration_error(calibration),
+               "train_loss": float(loss.item()), "n_train": float(len(train_idx)), "n_heldout": float(len(test_idx)),
+               "calibration": calibration}
     return weights, bias, metrics
+
+
+# =========================================================================== validation
+def f1_score(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> float:
+    """F1 of the positive class when p >= threshold is called positive (0 when nothing is right, NaN without data)."""
+    labels = np.asarray(labels) > 0
+    pred = np.asarray(probs) >= threshold
+    if len(labels) == 0:
+        return float("nan")
+    tp = float((pred & labels).sum())
+    denom = float(pred.sum() + labels.sum())
+    return 2 * tp / denom if denom else 0.0
+
+
+def calibration_bins(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> list[dict]:
+    """Reliability bins over [0, 1]: per bin the number of examples, their mean predicted probability and the
+    fraction that are positives (None for an empty bin). A calibrated head has mean_prob ~= frac_pos in every bin."""
+    labels = np.asarray(labels, dtype=np.float64)
+    probs = np.asarray(probs, dtype=np.float64)
+    which = np.clip((probs * bins).astype(int), 0, bins - 1)
+    out = []
+    for b in range(bins):
+        sel = which == b
+        n = int(sel.sum())
+        out.append({"lo": round(b / bins, 4), "hi": round((b + 1) / bins, 4), "n": n,
+                    "mean_prob": round(float(probs[sel].mean()), 6) if n else None,
+                    "frac_pos": round(float(labels[sel].mean()), 6) if n else None})
+    return out
+
+
+def expected_calibration_error(bins: list[dict]) -> float:
+    """ECE: the example-weighted mean of |mean_prob - frac_pos| over the bins (NaN without examples)."""
+    total = sum(b["n"] for b in bins)
+    if not total:
+        return float("nan")
+    return float(sum(b["n"] * abs(b["mean_prob"] - b["frac_pos"]) for b in bins if b["n"]) / total)
+
+
+def benchmark_documents(rows: list[dict]) -> list[str]:
+    """Benchmark problems rendered as the code documents a model is asked to write: prompt + canonical solution when
+    the solution completes the prompt (HumanEval style), else the solution alone (MBPP `code`). Rows without a
+    solution are skipped."""
+    out = []
+    for row in rows:
+        solution = row.get("canonical_solution") or row.get("code") or ""
+        if not solution.strip():
+            continue
+        prompt = row.get("prompt") or ""
+        # a HumanEval body is indented under the prompt's signature; a whole program (MBPP) starts at column 0
+        completes = bool(prompt.strip()) and solution.lstrip("\r\n")[:1] in (" ", "\t")
+        out.append(prompt + solution if completes else solution)
+    return out
+
+
+def score_quantiles(scores_df: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Per language: n, mean and the 10/25/50/75/90/99th percentiles of the file scores."""
+    qs = (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
+    out = {}
+    for lang, g in scores_df.groupby(scores_df["language"].fillna("unknown"))["score"]:
+        out[str(lang)] = {"n": int(len(g)), "mean": round(float(g.mean()), 4),
+                          **{f"p{round(q * 100)}": round(float(g.quantile(q)), 4) for q in qs}}
+    return out
 
 
 # =========================================================================== scoring
 def _score_with_windows(encoder: Encoder, head, texts: list[str], window_tokens: int, batch_size: int):
+    """(file scores, windows per file, tokens per file). All windows of `texts` are embedded together, batched by
+    length (longest first, Encoder.embed), so a batch holds windows of similar size and padding stays small."""
     weights, bias = head
     wins: list[str] = []
     owner: list[int] = []
+    n_tokens = np.zeros(len(texts), dtype=np.int64)
     for i, text in enumerate(texts):
-        ws = windows(text or "", encoder.tokenizer, window_tokens)
+        ws, n_tokens[i] = windows_and_tokens(text or "", encoder.tokenizer, window_tokens)
         wins.extend(ws)
         owner.extend([i] * len(ws))
     if not texts:
-        return np.zeros(0), np.zeros(0, dtype=np.int64)
+        return np.zeros(0), np.zeros(0, dtype=np.int64), n_tokens
     probs = _sigmoid(encoder.embed(wins, batch_size, max_tokens=window_tokens) @ weights + bias)
     n_windows = np.bincount(owner, minlength=len(texts))
-    return np.bincount(owner, weights=probs, minlength=len(texts)) / n_windows, n_windows
+    return np.bincount(owner, weights=probs, minlength=len(texts)) / n_windows, n_windows, n_tokens
 
 
 def score_texts(encoder: Encoder, head: tuple[np.ndarray, float], texts: list[str], window_tokens: int,
                 batch_size: int) -> np.ndarray:
     """File scores in [0, 1]: the mean of the head's probabilities over each file's top/middle/bottom windows."""
     return _score_with_windows(encoder, head, texts, window_tokens, batch_size)[0]
+
+
+def score_shard(encoder: Encoder, head: tuple[np.ndarray, float], shard: pd.DataFrame, window_tokens: int,
+                batch_size: int) -> pd.DataFrame:
+    """Scores of one document shard (columns SCORE_COLUMNS), keyed by doc_id; the shard's text is not copied."""
+    scores, n_windows, n_tokens = _score_with_windows(encoder, head, shard["content"].fillna("").tolist(),
+                                                      window_tokens, batch_size)
+    out = shard.drop(columns="content").assign(score=scores, n_windows=n_windows.astype(np.int32),
+                                               n_tokens=n_tokens.astype(np.int64))
+    out["language"] = out["language"].fillna("unknown")
+    return out[SCORE_COLUMNS].reset_index(drop=True)
+
+
+def shard_scores_uri(out_dir: str, shard: int, head_digest: str) -> str:
+    """Where shard `shard`'s scores go. The name carries the head's digest, so a file is only ever reused by the
+    annotator that wrote it (the head is deterministic for a config and seed)."""
+    return storage.join(out_dir, "scores", f"shard-{shard:05d}-{head_digest[:12]}.parquet")
+
+
+def _finished_shard(uri: str) -> pd.DataFrame | None:
+    """The scores a finished shard task left, or None (missing or torn: a run killed while writing it)."""
+    if not storage.exists(uri):
+        return None
+    try:
+        df = storage.read_parquet(uri)
+    except Exception:  # noqa: BLE001 - a torn file is an unfinished shard
+        return None
+    return df if list(df.columns) == SCORE_COLUMNS else None
+
+
+def score_shards(encoder: Encoder, head: tuple[np.ndarray, float], uris: list[str], wanted: list[set],
+                 out_dir: str, head_digest: str, window_tokens: int, batch_size: int) -> tuple[list[str], dict]:
+    """One scoring task per document shard, resumable: shard i's scores (its `wanted[i]` doc_ids) go to their own
+    file; a shard whose file is already there is skipped, so a killed run redoes only the unfinished shards.
+
+    Returns (score file per shard that had documents, stats: shards, shards_reused, windows, windows_per_s).
+    SNOWCODER_FAILPOINT=annotate-shard-<i> kills the process (SIGKILL) right after shard i is written (tests)."""
+    out_uris: list[str] = []
+    stats = {"shards": 0, "shards_reused": 0, "windows": 0, "score_s": 0.0, "docs": 0}
+    for i, uri in enumerate(uris):
+        if not wanted[i]:
+            continue
+        target = shard_scores_uri(out_dir, i, head_digest)
+        out_uris.append(target)
+        stats["shards"] += 1
+        if _finished_shard(target) is not None:
+            stats["shards_reused"] += 1
+            log.info("scores of shard %d already written (%s): skipped", i, target)
+            continue
+        shard = storage.read_parquet(uri, columns=["doc_id", "language", "repo", "size_bytes", "content"])
+        shard = shard[shard["doc_id"].isin(wanted[i])]
+        t0 = time.perf_counter()
+        scored = score_shard(encoder, head, shard, window_tokens, batch_size)
+        seconds = time.perf_counter() - t0
+        storage.write_parquet(scored, target)
+        n_win = int(scored["n_windows"].sum())
+        stats["windows"] += n_win
+        stats["docs"] += len(scored)
+        stats["score_s"] += seconds
+        log.info("shard %d: scored %d documents, %d windows in %.1fs (%.1f windows/s)", i, len(scored), n_win,
+                 seconds, n_win / max(seconds, 1e-9))
+        if os.environ.get("SNOWCODER_FAILPOINT") == f"annotate-shard-{i}":
+            log.warning("SNOWCODER_FAILPOINT annotate-shard-%d: killing this process with SIGKILL", i)
+            os.kill(os.getpid(), signal.SIGKILL)
+    stats["windows_per_s"] = round(stats["windows"] / stats["score_s"], 2) if stats["score_s"] else 0.0
+    stats["docs_per_s"] = round(stats["docs"] / stats["score_s"], 2) if stats["score_s"] else 0.0
+    return out_uris, stats
+
+
+# =========================================================================== export as an HF model
+MODEL_DIR = "model"
+MODELING_FILE = "modeling_snowcoder_annotator.py"
+MODELING_SOURCE = '''"""snowcoder quality annotator (Arctic-SnowCoder phase 2) as a transformers sequence-classification model.
+
+BERT encoder -> mean (or [CLS]) pooling -> L2 normalisation -> linear layer: one logit, p(high quality) =
+sigmoid(logit). Load with AutoModelForSequenceClassification.from_pretrained(dir, trust_remote_code=True), or
+pipeline("text-classification", model=dir, trust_remote_code=True) (it applies the sigmoid). A file's score is the mean
+probability over its top, middle and bottom windows of `annotator_window_tokens` tokens.
+"""
+import torch
+from transformers import BertModel, BertPreTrainedModel
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+
+class SnowcoderAnnotator(BertPreTrainedModel):
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.classifier = torch.nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
+        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                           token_type_ids=token_type_ids).last_hidden_state
+        if getattr(self.config, "annotator_pooling", "mean") == "cls":
+            pooled = hidden[:, 0]
+        else:
+            if attention_mask is None:
+                attention_mask = torch.ones(hidden.shape[:2], device=hidden.device)
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
+        logits = self.classifier(pooled.to(self.classifier.weight.dtype))
+        loss = None
+        if labels is not None:
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.view(-1), labels.float().view(-1))
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+'''
+
+
+def export_hf_model(encoder: Encoder, head: tuple[np.ndarray, float], out_uri: str) -> list[str]:
+    """Write the annotator as a standard HF model directory at `out_uri` and return its file uris.
+
+    The directory holds the encoder's weights under `bert.*` plus the head as `classifier.{weight,bias}` (1 logit)
+    in model.safetensors, a config.json whose auto_map points AutoModelForSequenceClassification at the small
+    modeling file written next to it (mean/CLS pooling + L2 normalisation cannot be folded into BertForSequence-
+    Classification's pooler), and the tokenizer with model_max_length = the window. BERT-style encoders only
+    (MiniLM and snowflake-arctic-embed-m are)."""
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    config = encoder.model.config
+    if config.model_type != "bert":
+        raise UserError(f"annotate.export_model supports BERT-style encoders, not model_type {config.model_type!r}; "
+                        "set annotate.export_model: false")
+    weights, bias = head
+    state = {f"bert.{k}": v.detach().float().cpu().contiguous() for k, v in encoder.model.state_dict().items()
+             if not k.startswith("pooler.")}
+    state["classifier.weight"] = torch.from_numpy(np.asarray(weights, dtype=np.float32)).reshape(1, -1).contiguous()
+    state["classifier.bias"] = torch.tensor([float(bias)], dtype=torch.float32)
+    cfg = config.to_dict()
+    cfg.update({
+        "architectures": ["SnowcoderAnnotator"], "num_labels": 1, "id2label": {"0": "quality"},
+        "label2id": {"quality": 0}, "torch_dtype": "float32", "dtype": "float32",
+        "auto_map": {"AutoModelForSequenceClassification": f"{MODELING_FILE[:-3]}.SnowcoderAnnotator"},
+        "annotator_pooling": encoder.pooling, "annotator_window_tokens": encoder.window_tokens,
+    })
+    cfg.pop("problem_type", None)
+    with tempfile.TemporaryDirectory(prefix="snowcoder-annotator-") as tmp:
+        save_file(state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+        with open(os.path.join(tmp, "config.json"), "w") as fh:
+            json.dump(cfg, fh, indent=2, sort_keys=True, default=str)
+        with open(os.path.join(tmp, MODELING_FILE), "w") as fh:
+            fh.write(MODELING_SOURCE)
+        encoder.tokenizer.model_max_length = encoder.window_tokens
+        encoder.tokenizer.save_pretrained(tmp)
+        names = sorted(os.listdir(tmp))
+        for name in names:
+            with open(os.path.join(tmp, name), "rb") as fh:
+                storage.write_bytes(storage.join(out_uri, name), fh.read())
+    return [storage.join(out_uri, name) for name in names]
 
 
 # =========================================================================== stages
@@ -482,12 +721,42 @@ def _build_positives(cfg: AnnotateConfig, uris: list[str], index: pd.DataFrame, 
     return texts, per_source
 
 
+def benchmark_validation(encoder: Encoder, head: tuple[np.ndarray, float], sources: list, negatives: list[str],
+                         window_tokens: int, batch_size: int) -> dict[str, dict]:
+    """Per benchmark: ROC-AUC of the file score at telling its canonical solutions (rendered as code documents)
+    from `negatives` (random phase-1 files the head was not trained on), the paper's predictor of phase-2 gains;
+    with both sides' mean score. A benchmark that cannot be loaded is reported with its error, not raised."""
+    from tasks.benchmarks import load_benchmark
+
+    if not negatives:
+        return {}
+    neg_scores = score_texts(encoder, head, negatives, window_tokens, batch_size)
+    out: dict[str, dict] = {}
+    for src in sources:
+        try:
+            docs = benchmark_documents(load_benchmark(src.name, src.path, src.hub, src.split, src.subset))
+        except UserError as exc:
+            log.warning("benchmark validation: %s skipped (%s)", src.name, exc)
+            out[src.name] = {"error": str(exc)}
+            continue
+        pos_scores = score_texts(encoder, head, docs, window_tokens, batch_size)
+        labels = np.concatenate([np.ones(len(pos_scores)), np.zeros(len(neg_scores))])
+        out[src.name] = {"auc": roc_auc(labels, np.concatenate([pos_scores, neg_scores])),
+                         "n_solutions": len(docs), "n_files": len(neg_scores),
+                         "solution_mean_score": round(float(pos_scores.mean()), 4) if len(docs) else None,
+                         "file_mean_score": round(float(neg_scores.mean()), 4)}
+        log.info("benchmark validation: %s ROC-AUC %.3f (%d solutions vs %d phase-1 files)", src.name,
+                 out[src.name]["auc"], len(docs), len(neg_scores))
+    return out
+
+
 def annotate(cfg: AnnotateConfig, docs: Manifest, out_dir: str, *, seed: int) -> Manifest:
-    """Train the annotator on phase-1 data and score the phase-1 training documents (scores apart from the selection).
+    """Train the annotator on phase-1 data, validate it, export it, and score the phase-1 training documents.
 
     All training documents are scored, or a seeded random sample of `cfg.max_files_scored` (only scored files can be
-    selected). Writes <out_dir>/annotator.safetensors (weight, bias), annotator.json (encoder, window, metrics,
-    sources) and scores.parquet (doc_id, language, repo, size_bytes, score, n_windows): one row per scored document."""
+    selected), one resumable task per document shard (`score_shards`). Writes <out_dir>/annotator.safetensors
+    (weight, bias), annotator.json (encoder, window, metrics, validation, sources), model/ (the HF model dir),
+    scores/shard-NNNNN-<head>.parquet per document shard and scores.parquet (all of them, SCORE_COLUMNS)."""
     uris = _doc_uris(docs)
     index = _doc_index(uris)
     if len(index) < 2:
@@ -509,69 +778,68 @@ def annotate(cfg: AnnotateConfig, docs: Manifest, out_dir: str, *, seed: int) ->
     neg_emb = encoder.embed(neg_texts, cfg.batch_size)
     embed_s = time.perf_counter() - t1
     weights, bias, metrics = train_annotator(pos_emb, neg_emb, epochs=cfg.epochs, lr=cfg.lr, seed=seed)
-    log.info("head: held-out AUC %.3f, accuracy %.3f (train AUC %.3f)", metrics["heldout_auc"],
-             metrics["heldout_acc"], metrics["train_auc"])
+    head = (weights, bias)
+    log.info("head: held-out AUC %.3f, F1 %.3f, ECE %.3f (train AUC %.3f)", metrics["heldout_auc"],
+             metrics["heldout_f1"], metrics["heldout_ece"], metrics["train_auc"])
+
+    # ---- validation against the downstream task: benchmark solutions vs phase-1 files not used in training
+    unused = np.setdiff1d(np.arange(len(index)), neg_rows)
+    val_rows = np.sort(np.random.default_rng(seed + 3).permutation(unused)[: cfg.validation_negatives])
+    val_files = _load_docs(uris, index, val_rows)["content"].fillna("").tolist()
+    validation = benchmark_validation(encoder, head, cfg.validation_benchmarks, val_files, window, cfg.batch_size)
+
+    # ---- outputs of training: head, the HF model dir, metadata
+    from safetensors.torch import save as save_safetensors
+
+    head_bytes = save_safetensors({"weight": torch.from_numpy(weights), "bias": torch.tensor([bias], dtype=torch.float32)})
+    head_uri = storage.join(out_dir, HEAD_FILE)
+    storage.write_bytes(head_uri, head_bytes)
+    head_digest = hashlib.sha256(head_bytes + f"{cfg.encoder}|{window}".encode()).hexdigest()
+    model_files = export_hf_model(encoder, head, storage.join(out_dir, MODEL_DIR)) if cfg.export_model else []
 
     # ---- score every training document, or a seeded random sample of max_files_scored of them (a random sample, not
     #      the first N: shards follow crawl order, so the first N would come from a few repositories only)
     limit = len(index) if cfg.max_files_scored is None else min(cfg.max_files_scored, len(index))
     chosen = np.zeros(len(index), dtype=bool)
     chosen[np.random.default_rng(seed + 2).choice(len(index), size=limit, replace=False)] = True
-    rows: list[pd.DataFrame] = []
-    done = 0
-    t2 = time.perf_counter()
-    for i, uri in enumerate(uris):
-        wanted = set(index.loc[chosen & (index["shard"] == i).to_numpy(), "doc_id"])
-        if not wanted:
-            continue
-        shard = storage.read_parquet(uri, columns=["doc_id", "language", "repo", "size_bytes", "content"])
-        shard = shard[shard["doc_id"].isin(wanted)]
-        for start in range(0, len(shard), SCORE_CHUNK_DOCS):
-            chunk = shard.iloc[start : start + SCORE_CHUNK_DOCS]
-            scores, n_windows = _score_with_windows(
-                encoder, (weights, bias), chunk["content"].fillna("").tolist(), window, cfg.batch_size
-            )
-            rows.append(chunk.drop(columns="content").assign(score=scores, n_windows=n_windows.astype(np.int32)))
-            done += len(chunk)
-            log.info("scored %d/%d documents (%.1f docs/s)", done, limit, done / (time.perf_counter() - t2))
-    score_s = time.perf_counter() - t2
-    scores_df = pd.concat(rows, ignore_index=True)[SCORE_COLUMNS]
-    scores_df["language"] = scores_df["language"].fillna("unknown")
-
-    # ---- outputs: head, its metadata, and the scores (kept apart from any selection)
-    from safetensors.torch import save as save_safetensors
-
-    head_uri = storage.join(out_dir, HEAD_FILE)
-    meta_uri = storage.join(out_dir, META_FILE)
+    wanted = [set(index.loc[chosen & (index["shard"] == i).to_numpy(), "doc_id"]) for i in range(len(uris))]
+    shard_uris, score_stats = score_shards(encoder, head, uris, wanted, out_dir, head_digest, window, cfg.batch_size)
+    scores_df = storage.read_shards(shard_uris)[SCORE_COLUMNS]
     scores_uri = storage.join(out_dir, SCORES_FILE)
-    storage.write_bytes(head_uri, save_safetensors({"weight": torch.from_numpy(weights),
-                                                    "bias": torch.tensor([bias], dtype=torch.float32)}))
+    storage.write_parquet(scores_df, scores_uri)
+
     meta = {
         "encoder": cfg.encoder, "encoder_path": encoder.path, "pooling": encoder.pooling, "dim": encoder.dim,
         "window_tokens": window, "score": "mean over top/middle/bottom windows of sigmoid(embedding @ weight + bias)",
         "positives": per_source, "negatives": len(neg_texts), "epochs": cfg.epochs, "lr": cfg.lr, "seed": seed,
-        "metrics": metrics,
+        "metrics": metrics, "benchmark_validation": validation, "head_digest": head_digest,
     }
+    meta_uri = storage.join(out_dir, META_FILE)
     storage.write_json(meta_uri, meta)
-    storage.write_parquet(scores_df, scores_uri)
     storage.write_jsonl(storage.join(out_dir, "positives-sample.jsonl"), [{"text": t} for t in pos_texts[:20]])
 
-    per_language = {
-        lang: {"n": int(len(g)), "mean": round(float(g.mean()), 4), "p50": round(float(g.quantile(0.5)), 4),
-               "p90": round(float(g.quantile(0.9)), 4)}
-        for lang, g in scores_df.groupby("language")["score"]
-    }
+    bench_counts = {f"benchmark_auc_{name.replace('+', 'plus')}": v["auc"] for name, v in validation.items()
+                    if "auc" in v}
+    uris_out = {"scores": scores_uri, "score_shards": shard_uris, "annotator": head_uri, "annotator_meta": meta_uri}
+    if model_files:
+        uris_out.update({"model": storage.join(out_dir, MODEL_DIR), "model_files": model_files})
     return Manifest(
         stage="annotate",
-        uris={"scores": scores_uri, "annotator": head_uri, "annotator_meta": meta_uri},
+        uris=uris_out,
         counts={
             "positives": len(pos_texts), "negatives": len(neg_texts), "scored": len(scores_df),
             "heldout_auc": metrics["heldout_auc"], "heldout_acc": metrics["heldout_acc"],
-            "train_auc": metrics["train_auc"], "docs_per_s": round(len(scores_df) / max(score_s, 1e-9), 2),
+            "heldout_f1": metrics["heldout_f1"], "heldout_ece": metrics["heldout_ece"],
+            "train_auc": metrics["train_auc"], **bench_counts,
+            "docs_per_s": score_stats["docs_per_s"], "windows_per_s": score_stats["windows_per_s"],
+            "windows_scored": score_stats["windows"], "shards": score_stats["shards"],
+            "shards_reused": score_stats["shards_reused"],
             "windows_per_doc": round(float(scores_df["n_windows"].mean()), 3) if len(scores_df) else 0.0,
-            "embed_train_s": round(embed_s, 2), "score_s": round(score_s, 2),
+            "tokens_scored": int(scores_df["n_tokens"].sum()),
+            "embed_train_s": round(embed_s, 2), "score_s": round(score_stats["score_s"], 2),
         },
-        stats={"histogram": _histogram(scores_df["score"].to_numpy()), "per_language": per_language,
+        stats={"histogram": _histogram(scores_df["score"].to_numpy()), "per_language": score_quantiles(scores_df),
+               "calibration": metrics["calibration"], "benchmark_validation": validation,
                "positives_per_source": per_source, "window_tokens": window, "encoder": cfg.encoder},
         digest=storage.digest_files([head_uri, scores_uri]),
     )
@@ -588,22 +856,65 @@ def select_top(scores_df: pd.DataFrame, top_fraction: float) -> tuple[set, dict[
     df = scores_df.assign(language=scores_df["language"].fillna("unknown"))
     for lang, group in df.groupby("language", sort=True):
         keep = math.ceil(round(top_fraction * len(group), 9))  # round: 0.3 * 10 must be 3, not 3.0000000000000004
-        top = group.sort_values(["score", "doc_id"], ascending=[False, True], kind="mergesort").head(keep)
+        top = _ranked(group).head(keep)
         selected.update(top["doc_id"].tolist())
         thresholds[str(lang)] = float(top["score"].min())
     return selected, thresholds
 
 
-def select(cfg: AnnotateConfig, scores_uri: str, docs: Manifest, out_dir: str) -> Manifest:
-    """Keep the top `cfg.top_fraction` of scored files per language; reads stored scores (no rescoring).
+def _ranked(group: pd.DataFrame) -> pd.DataFrame:
+    return group.sort_values(["score", "doc_id"], ascending=[False, True], kind="mergesort")
 
-    Writes one shard per input shard (`docs-NNNNN.parquet`, DOC_COLUMNS + score; empty shards skipped, at least one)."""
+
+def select_budget(scores_df: pd.DataFrame, token_budget: int) -> tuple[set, dict[str, float]]:
+    """The best files of each language until its share of `token_budget` (ties: smaller doc_id first).
+
+    A language's share is its share of the scored tokens, so the selection keeps phase 1's language mix by tokens
+    (paper §3.4: top 12.5B tokens, same mix). Files are taken in score order while the language's running total stays
+    within its share, and at least one file per language. Returns (selected doc_ids, {language: threshold})."""
+    if token_budget < 1:
+        raise UserError(f"token_budget must be >= 1, got {token_budget}")
+    if "n_tokens" not in scores_df.columns:
+        raise UserError("select by token_budget needs scores with n_tokens (re-run annotate with this version)")
+    df = scores_df.assign(language=scores_df["language"].fillna("unknown"))
+    total = max(int(df["n_tokens"].sum()), 1)
+    selected: set = set()
+    thresholds: dict[str, float] = {}
+    for lang, group in df.groupby("language", sort=True):
+        share = token_budget * float(group["n_tokens"].sum()) / total
+        ranked = _ranked(group)
+        keep = max(1, int((ranked["n_tokens"].cumsum().to_numpy() <= share).sum()))
+        top = ranked.head(keep)
+        selected.update(top["doc_id"].tolist())
+        thresholds[str(lang)] = float(top["score"].min())
+    return selected, thresholds
+
+
+def select_by(cfg: AnnotateConfig, scores_df: pd.DataFrame) -> tuple[set, dict[str, float]]:
+    """The selection `cfg` asks for: by token budget when annotate.token_budget is set, else the top fraction."""
+    if cfg.token_budget is not None:
+        return select_budget(scores_df, cfg.token_budget)
+    return select_top(scores_df, cfg.top_fraction)
+
+
+def selection_thresholds(cfg: AnnotateConfig, scores_df: pd.DataFrame) -> dict[str, float]:
+    """{language: lowest kept score} of the selection `cfg` asks for (the select stage's thresholds)."""
+    return select_by(cfg, scores_df)[1]
+
+
+def select(cfg: AnnotateConfig, scores_uri: str, docs: Manifest, out_dir: str) -> Manifest:
+    """Keep the top `cfg.top_fraction` of scored files per language, or (`cfg.token_budget` set) the best files of
+    each language up to its share of the token budget; reads stored scores only (no rescoring, scores untouched).
+
+    Writes one shard per input shard (`docs-NNNNN.parquet`, DOC_COLUMNS + score; empty shards skipped, at least one).
+    The manifest records the threshold, files, bytes and tokens per language."""
     scores = storage.read_parquet(scores_uri)
-    selected, thresholds = select_top(scores, cfg.top_fraction)
+    selected, thresholds = select_by(cfg, scores)
+    rule = (f"token budget {cfg.token_budget}" if cfg.token_budget is not None
+            else f"top {cfg.top_fraction:.3g} per language")
     score_of = scores.drop_duplicates("doc_id").set_index("doc_id")["score"]
     columns = storage.DOC_COLUMNS + ["score"]
     out_uris: list[str] = []
-    kept_frames = []
     for uri in _doc_uris(docs):
         df = storage.read_parquet(uri)
         kept = df[df["doc_id"].isin(selected)].copy()
@@ -612,28 +923,34 @@ def select(cfg: AnnotateConfig, scores_uri: str, docs: Manifest, out_dir: str) -
         kept["score"] = kept["doc_id"].map(score_of).astype(float)
         out_uris.append(storage.join(out_dir, f"docs-{len(out_uris):05d}.parquet"))
         storage.write_parquet(kept[columns].reset_index(drop=True), out_uris[-1])
-        kept_frames.append(kept[["language", "size_bytes"]])
     if not out_uris:
         out_uris.append(storage.join(out_dir, "docs-00000.parquet"))
         storage.write_parquet(pd.DataFrame(columns=columns), out_uris[-1])
-    kept_all = (pd.concat(kept_frames, ignore_index=True) if kept_frames
-                else pd.DataFrame({"language": pd.Series(dtype=object), "size_bytes": pd.Series(dtype="int64")}))
-    kept_all["language"] = kept_all["language"].fillna("unknown")
 
-    candidates = scores.assign(language=scores["language"].fillna("unknown")).groupby("language")
+    cand = scores.assign(language=scores["language"].fillna("unknown"))
+    if "n_tokens" not in cand.columns:  # scores written before token counts were recorded
+        cand["n_tokens"] = 0
+    cand["selected"] = cand["doc_id"].isin(selected)
     per_language = {}
-    for lang, group in candidates:
-        mine = kept_all[kept_all["language"] == lang]
+    for lang, group in cand.groupby("language"):
+        mine = group[group["selected"]]
         per_language[str(lang)] = {"candidates": int(len(group)), "selected": int(len(mine)),
+                                   "candidate_tokens": int(group["n_tokens"].sum()),
+                                   "selected_tokens": int(mine["n_tokens"].sum()),
                                    "selected_bytes": int(mine["size_bytes"].sum()), "threshold": thresholds[str(lang)]}
-    log.info("selected %d of %d files (top %.3g per language): %s", len(kept_all), len(scores), cfg.top_fraction,
+    kept_all = cand[cand["selected"]]
+    log.info("selected %d of %d files (%s): %s", len(kept_all), len(scores), rule,
              {k: f"{v['selected']}/{v['candidates']}" for k, v in per_language.items()})
+    counts = {"docs": len(kept_all), "selected": len(kept_all), "candidates": len(scores),
+              "selected_bytes": int(kept_all["size_bytes"].sum()), "candidate_bytes": int(scores["size_bytes"].sum()),
+              "selected_tokens": int(kept_all["n_tokens"].sum()), "candidate_tokens": int(cand["n_tokens"].sum()),
+              "top_fraction": cfg.top_fraction, "languages": len(per_language)}
+    if cfg.token_budget is not None:
+        counts["token_budget"] = cfg.token_budget
     return Manifest(
         stage="select",
         uris={"docs": out_uris, "scores": scores_uri},
-        counts={"docs": len(kept_all), "selected": len(kept_all), "candidates": len(scores),
-                "selected_bytes": int(kept_all["size_bytes"].sum()), "candidate_bytes": int(scores["size_bytes"].sum()),
-                "top_fraction": cfg.top_fraction, "languages": len(per_language)},
-        stats={"thresholds": thresholds, "per_language": per_language},
+        counts=counts,
+        stats={"thresholds": thresholds, "per_language": per_language, "rule": rule},
         digest=storage.digest_files(out_uris),
     )

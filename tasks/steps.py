@@ -321,7 +321,8 @@ def _log_evaluation(manifest: Manifest, args: dict[str, Any]) -> None:
     handle = args.get("handle")
     if handle is None:
         return
-    tracking.log_metrics(handle, {k: v for k, v in manifest.counts.items() if k in ("heldout_loss", "solution_loss") or "_pass@" in k})
+    scores = {k: v for k, v in manifest.counts.items() if k in ("heldout_loss", "solution_loss") or "_pass@" in k}
+    tracking.log_metrics(handle, scores)
     for name in ("samples", "results", "tasks"):
         if name in manifest.uris:
             tracking.log_file(handle, manifest.uris[name], "eval")
@@ -342,7 +343,35 @@ def eval_task(
     return evaluate(checkpoint_uri, cfg, out_dir, heldout_tokens_uri=heldout_tokens_uri, seq_len=seq_len)
 
 
-@stage_task("annotate", code=("tasks.annotate",))
+def _log_annotation(manifest: Manifest, args: dict[str, Any]) -> None:
+    """The annotator's validation on its phase's MLflow run (also when the stage is reused): per-language score
+    quantiles as metrics, the held-out calibration plot with the benchmark ROC-AUCs, the score histogram with the
+    selection threshold the select stage will apply, the validation JSON, and the exported HF model dir."""
+    handle = args.get("handle")
+    if handle is None:
+        return
+    from snowcoder import reports
+    from tasks.annotate import selection_thresholds
+
+    stats = manifest.stats
+    quantiles = {f"annotate.score_{q}.{lang}": v for lang, row in (stats.get("per_language") or {}).items()
+                 for q, v in row.items() if q != "n"}
+    tracking.log_metrics(handle, quantiles)
+    validation = stats.get("benchmark_validation") or {}
+    tracking.log_dict(handle, {k: stats.get(k) for k in ("benchmark_validation", "calibration", "per_language")},
+                      "annotator/validation.json")
+    aucs = {name: v.get("auc") for name, v in validation.items() if isinstance(v, dict)}
+    tracking.log_figure(handle, reports.calibration_plot(stats.get("calibration"), benchmark_auc=aucs),
+                        "annotator/calibration.png")
+    scores = storage.read_parquet(manifest.uris["scores"])
+    tracking.log_figure(handle, reports.score_histogram(scores, selection_thresholds(args["cfg"], scores)),
+                        "annotator/score-histogram.png")
+    tracking.log_file(handle, manifest.uris["annotator_meta"], "annotator")
+    for uri in manifest.uris.get("model_files") or []:
+        tracking.log_file(handle, uri, "annotator/model")
+
+
+@stage_task("annotate", code=("tasks.annotate",), after=_log_annotation)
 def annotate_task(cfg: AnnotateConfig, docs: Manifest, out_dir: str, seed: int, handle: Tracking | None = None) -> Manifest:
     from tasks.annotate import annotate
 
@@ -356,10 +385,40 @@ def select_task(cfg: AnnotateConfig, scores: Manifest, docs: Manifest, out_dir: 
     return select(cfg, scores.uris["scores"], docs, out_dir)
 
 
-@stage_task("synthesize", code=("tasks.synthesize",), not_keyed=("cfg.language_shares", "cfg.synthetic_weight"))
-def synth_task(
-    cfg: SynthConfig, seeds: Manifest, decontam_cfg: DecontamConfig, out_dir: str, handle: Tracking | None = None
-) -> Manifest:
+def _log_synthesis(manifest: Manifest, args: dict[str, Any]) -> None:
+    """The data card (seeds, generator, prompt digest, sampling, acceptance by reason) as a Markdown page and JSON on
+    the phase's MLflow run; the manifest that holds it and the counts are logged by stage_task."""
+    handle, card = args.get("handle"), manifest.stats.get("data_card")
+    if handle is None or not card:
+        return
+    from tasks.synthesize import data_card_markdown
+
+    tracking.log_text(handle, data_card_markdown(card), "data_cards/synthesize.md")
+    tracking.log_dict(handle, card, "data_cards/synthesize.json")
+
+
+# fields that set the phase-3 mixture (used after this stage) or only where and how fast generation runs
+_SYNTH_NOT_KEYED = tuple(f"cfg.{name}" for name in ("language_shares", "synthetic_weight", "concurrency", "timeout_s",
+                                                    "max_retries", "api_key_env", "secret_block", "exec_workers"))
+
+
+@stage_task("synthesize", code=("tasks.synthesize",), not_keyed=_SYNTH_NOT_KEYED, after=_log_synthesis)
+def _synth_stage(cfg: SynthConfig, seeds: Manifest, decontam_cfg: DecontamConfig, out_dir: str,
+                 handle: Tracking | None = None, prompt_digest: str = "") -> Manifest:
+    """prompt_digest is only part of the reuse key (a template is no Python module: the code digest misses it)."""
     from tasks.synthesize import synthesize
 
     return synthesize(cfg, seeds, out_dir, decontam_cfg=decontam_cfg)
+
+
+def synth_task(
+    cfg: SynthConfig, seeds: Manifest, decontam_cfg: DecontamConfig, out_dir: str, handle: Tracking | None = None
+) -> Manifest:
+    """The synthesize stage, reused only when the prompt template file (its sha256) is unchanged too."""
+    from tasks.synthesize import load_template
+
+    digest = load_template(cfg.prompt_template).digest
+    return _synth_stage(cfg, seeds, decontam_cfg, out_dir, handle, prompt_digest=digest)
+
+
+synth_task.task = _synth_stage.task  # type: ignore[attr-defined]

@@ -223,14 +223,33 @@ def _tiny_corpus(tmp_path) -> Manifest:
     return Manifest(stage="split", uris={"train": uris, "heldout": []}, counts={"train": len(df)})
 
 
-def test_annotate_then_select_per_language(tmp_path):
-    docs = _tiny_corpus(tmp_path)
-    cfg = AnnotateConfig(n_positives=10, n_negatives=10, window_tokens=64, epochs=50, batch_size=16, top_fraction=0.25)
-    m = ann.annotate(cfg, docs, str(tmp_path / "annotate"), seed=7)
+ANNOTATED_CFG = AnnotateConfig(n_positives=10, n_negatives=10, window_tokens=64, epochs=50, batch_size=16,
+                               top_fraction=0.25, validation_negatives=20)
+
+
+@pytest.fixture(scope="module")
+def annotated(tmp_path_factory):
+    """One real annotate run (embedded MiniLM, HumanEval validation, HF export) on the tiny corpus: (docs, cfg, m)."""
+    root = tmp_path_factory.mktemp("annotated")
+    docs = _tiny_corpus(root)
+    return docs, ANNOTATED_CFG, ann.annotate(ANNOTATED_CFG, docs, str(root / "annotate"), seed=7)
+
+
+def _mtimes(m: Manifest) -> dict[str, int]:
+    import os
+
+    return {u: os.stat(u).st_mtime_ns for u in [m.uris["scores"], *m.uris["score_shards"]]}
+
+
+def test_annotate_then_select_per_language(annotated, tmp_path):
+    docs, cfg, m = annotated
 
     assert m.stage == "annotate"
     assert m.counts["positives"] == 10 and m.counts["negatives"] == 10 and m.counts["scored"] == 40
     assert 0.0 <= m.counts["heldout_auc"] <= 1.0 and m.counts["docs_per_s"] > 0
+    assert m.counts["windows_per_s"] > 0 and m.counts["windows_scored"] == storage.read_parquet(
+        m.uris["scores"])["n_windows"].sum()
+    assert m.counts["shards"] == 2 and m.counts["shards_reused"] == 0 and len(m.uris["score_shards"]) == 2
     assert sum(m.stats["histogram"]["counts"]) == 40 and len(m.stats["histogram"]["edges"]) == 21
     meta = storage.read_json(m.uris["annotator_meta"])
     assert meta["encoder"] == "embedded:minilm" and meta["window_tokens"] == 64 and meta["dim"] == 384
@@ -252,6 +271,7 @@ def test_annotate_then_select_per_language(tmp_path):
     py = by_kind[by_kind["language"] == "python"]
     assert py.loc[py["documented"], "score"].mean() > py.loc[~py["documented"], "score"].mean()
 
+    before_mtimes = _mtimes(m)
     sel = ann.select(cfg, m.uris["scores"], docs, str(tmp_path / "select"))
     assert sel.counts["candidates"] == 40 and sel.counts["selected"] == sel.counts["docs"] == 8 + 2
     assert sel.stats["per_language"]["python"]["selected"] == 8 and sel.stats["per_language"]["shell"]["selected"] == 2
@@ -268,6 +288,10 @@ def test_annotate_then_select_per_language(tmp_path):
     sel2 = ann.select(cfg.model_copy(update={"top_fraction": 0.5}), m.uris["scores"], docs, str(tmp_path / "select2"))
     assert sel2.counts["selected"] == 16 + 4
     assert storage.read_bytes(m.uris["scores"]) == before
+    # ... nor does a token budget: no scores file is rewritten (same mtimes)
+    sel3 = ann.select(cfg.model_copy(update={"token_budget": 200}), m.uris["scores"], docs, str(tmp_path / "select3"))
+    assert sel3.counts["token_budget"] == 200 and 0 < sel3.counts["selected_tokens"] <= 200 + 2 * 64
+    assert _mtimes(m) == before_mtimes
 
 
 def test_annotate_names_a_missing_positives_file(tmp_path):
@@ -285,3 +309,152 @@ def test_annotate_scores_a_deterministic_sample_when_capped(tmp_path):
     assert len(a) == 12 and a["doc_id"].is_unique
     pd.testing.assert_frame_equal(a, b)
     assert a["repo"].nunique() > 1  # a sample across the corpus, not the first shard's first files
+
+
+# --------------------------------------------------------------------------- validation
+def test_f1_calibration_bins_and_ece():
+    labels = np.array([1, 1, 1, 0, 0, 0])
+    probs = np.array([0.9, 0.8, 0.3, 0.6, 0.1, 0.05])
+    assert ann.f1_score(labels, probs) == pytest.approx(2 * 2 / (3 + 3))  # tp 2, predicted 3, actual 3
+    assert ann.f1_score(labels, np.zeros(6)) == 0.0
+    bins = ann.calibration_bins(labels, probs, bins=2)
+    assert [b["n"] for b in bins] == [3, 3]
+    assert bins[0]["mean_prob"] == pytest.approx(0.15) and bins[0]["frac_pos"] == pytest.approx(1 / 3)
+    assert bins[1]["mean_prob"] == pytest.approx(2.3 / 3) and bins[1]["frac_pos"] == pytest.approx(2 / 3)
+    # bins hold 6-decimal values (JSON), so the ECE is exact to ~1e-6
+    assert ann.expected_calibration_error(bins) == pytest.approx((abs(0.15 - 1 / 3) + abs(2.3 / 3 - 2 / 3)) / 2, abs=1e-5)
+    assert ann.calibration_bins(labels, np.array([1.0] * 6), bins=4)[-1]["n"] == 6  # p = 1 falls in the last bin
+    assert np.isnan(ann.expected_calibration_error(ann.calibration_bins(np.array([]), np.array([]))))
+
+
+def test_benchmark_documents_render_humaneval_and_mbpp_styles():
+    he = {"prompt": "def add(a, b):\n    \"\"\"Add two numbers.\"\"\"\n", "canonical_solution": "    return a + b\n"}
+    mbpp = {"prompt": "Write a function to add two numbers.", "canonical_solution": "def add(a, b):\n    return a + b\n"}
+    assert ann.benchmark_documents([he, mbpp, {"prompt": "x", "canonical_solution": ""}]) == [
+        he["prompt"] + he["canonical_solution"], mbpp["canonical_solution"]]
+    from tasks.benchmarks import load_humaneval
+
+    docs = ann.benchmark_documents(load_humaneval())
+    assert len(docs) == 164 and all(d.startswith(p["prompt"]) and "\ndef " + p["entry_point"] in "\n" + d
+                                    for d, p in zip(docs, load_humaneval()))
+
+
+def test_score_quantiles_per_language():
+    df = pd.DataFrame({"language": ["python"] * 101 + [None], "score": list(np.linspace(0, 1, 101)) + [0.5]})
+    q = ann.score_quantiles(df)
+    assert set(q) == {"python", "unknown"}
+    assert q["python"]["n"] == 101 and q["python"]["p50"] == pytest.approx(0.5) and q["python"]["p90"] == 0.9
+    assert q["unknown"] == {"n": 1, "mean": 0.5, **{k: 0.5 for k in ("p10", "p25", "p50", "p75", "p90", "p99")}}
+
+
+def test_annotate_reports_validation_against_humaneval(annotated):
+    _, _, m = annotated
+    val = m.stats["benchmark_validation"]["humaneval"]
+    assert val["n_solutions"] == 164 and val["n_files"] == 20  # validation_negatives, none a training negative
+    assert 0.0 <= val["auc"] <= 1.0 and m.counts["benchmark_auc_humaneval"] == val["auc"]
+    for key in ("heldout_f1", "heldout_ece"):
+        assert 0.0 <= m.counts[key] <= 1.0
+    bins = m.stats["calibration"]
+    assert len(bins) == 10 and sum(b["n"] for b in bins) == 4  # 20% of 10 + 10 examples held out
+    assert set(m.stats["per_language"]) == {"python", "shell"}
+    assert m.stats["per_language"]["python"]["n"] == 32 and "p99" in m.stats["per_language"]["python"]
+    meta = storage.read_json(m.uris["annotator_meta"])
+    assert meta["benchmark_validation"]["humaneval"]["auc"] == val["auc"]
+
+
+def test_benchmark_validation_reports_a_missing_benchmark_file(tmp_path, tokenizer):
+    from snowcoder.config import BenchmarkSource
+
+    class Fake:  # the validation only needs embed() and a tokenizer from the encoder
+        window_tokens = 32
+
+        def __init__(self):
+            self.tokenizer = tokenizer
+
+        def embed(self, texts, batch_size, max_tokens=None):
+            return np.array([[float("def " in t)] for t in texts], dtype=np.float32)
+
+    sources = [BenchmarkSource(name="humaneval"), BenchmarkSource(name="mbpp", path=str(tmp_path / "no.jsonl"))]
+    out = ann.benchmark_validation(Fake(), (np.array([4.0], dtype=np.float32), -2.0), sources,
+                                   ["x = 1\n", "print('hi')\n"], 32, 8)
+    assert out["humaneval"]["auc"] == 1.0  # every solution has a def, no file does
+    assert "error" in out["mbpp"] and "auc" not in out["mbpp"]
+
+
+# --------------------------------------------------------------------------- export
+def test_exported_model_loads_with_transformers_and_scores_like_the_scorer(annotated):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    _, cfg, m = annotated
+    model_dir = m.uris["model"]
+    assert {"config.json", "model.safetensors", ann.MODELING_FILE} <= {u.rsplit("/", 1)[-1]
+                                                                      for u in m.uris["model_files"]}
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=True).eval()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    encoder = ann.Encoder(cfg.encoder, cfg.window_tokens, device="cpu")
+    from safetensors.numpy import load_file
+
+    head = load_file(m.uris["annotator"])
+    texts = [CRAFTED, "def add(a, b):\n    return a + b\n", "#!/bin/sh\necho hi\n", "x" * 3000]
+    wins = [w for t in texts for w in ann.windows(t, encoder.tokenizer, encoder.window_tokens)]
+    ours = 1 / (1 + np.exp(-(encoder.embed(wins, 3) @ head["weight"] + head["bias"][0])))
+    import torch
+
+    with torch.inference_mode():
+        batch = tok(wins, padding=True, truncation=True, max_length=encoder.window_tokens, return_tensors="pt")
+        theirs = torch.sigmoid(model(**batch).logits[:, 0]).numpy()
+    assert np.abs(ours - theirs).max() < 1e-5
+    piped = pipeline("text-classification", model=model_dir, trust_remote_code=True, device="cpu")
+    got = np.array([r["score"] for r in piped(wins, batch_size=4, truncation=True)])
+    assert np.abs(ours - got).max() < 1e-5
+
+
+# --------------------------------------------------------------------------- token budget
+def test_select_budget_keeps_the_language_mix_by_tokens():
+    scores = pd.DataFrame({
+        "doc_id": [f"p{i}" for i in range(6)] + ["g0", "g1"],
+        "language": ["python"] * 6 + ["go"] * 2,
+        "score": [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.9],
+        "n_tokens": [100] * 6 + [100, 100],  # python 600 of 800 tokens (75%), go 200 (25%)
+    })
+    selected, thresholds = ann.select_budget(scores, 400)  # python 300 tokens, go 100
+    assert selected == {"p0", "p1", "p2", "g1"} and thresholds == {"python": 0.7, "go": 0.9}
+    selected, _ = ann.select_budget(scores, 10)  # below one file: still the best file of each language
+    assert selected == {"p0", "g1"}
+    assert len(ann.select_budget(scores, 10_000)[0]) == 8
+    with pytest.raises(UserError, match="n_tokens"):
+        ann.select_budget(scores.drop(columns="n_tokens"), 400)
+    cfg = AnnotateConfig(token_budget=400, top_fraction=0.1)
+    assert ann.select_by(cfg, scores)[0] == {"p0", "p1", "p2", "g1"}  # the budget wins over the fraction
+
+
+# --------------------------------------------------------------------------- resumable scoring
+def test_killed_scoring_run_resumes_without_rescoring_finished_shards(annotated, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    docs, cfg, m = annotated
+    cfg = cfg.model_copy(update={"export_model": False})
+    out = tmp_path / "annotate"
+    script = (
+        "import sys; from snowcoder.config import AnnotateConfig; from snowcoder.manifest import Manifest; "
+        "from tasks.annotate import annotate; "
+        "annotate(AnnotateConfig.model_validate_json(sys.argv[1]), Manifest.model_validate_json(sys.argv[2]), "
+        "sys.argv[3], seed=7)"
+    )
+    env = {**os.environ, "SNOWCODER_FAILPOINT": "annotate-shard-0"}
+    proc = subprocess.run([sys.executable, "-c", script, cfg.model_dump_json(), docs.model_dump_json(), str(out)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]  # killed by the failpoint after shard 0
+    written = sorted((out / "scores").iterdir())
+    assert len(written) == 1 and written[0].name.startswith("shard-00000-")
+    assert not (out / ann.SCORES_FILE).exists()
+    mtime = written[0].stat().st_mtime_ns
+
+    resumed = ann.annotate(cfg, docs, str(out), seed=7)
+    assert resumed.counts["shards"] == 2 and resumed.counts["shards_reused"] == 1
+    assert written[0].stat().st_mtime_ns == mtime  # shard 0 was not scored again
+    a = storage.read_parquet(resumed.uris["scores"]).sort_values("doc_id").reset_index(drop=True)
+    b = storage.read_parquet(m.uris["scores"]).sort_values("doc_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)  # the same scores as an uninterrupted run

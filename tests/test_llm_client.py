@@ -22,6 +22,8 @@ from tasks.evaluate import generate_with, load_model
 from tasks.llm_client import CompletionClient, LLMRequestError
 from tasks.tokenize import train_tokenizer
 
+pytestmark = pytest.mark.slow  # every test here talks to a real server (`snowcoder serve`) on 127.0.0.1
+
 CHAT_TEMPLATE = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
 PROMPTS = ["def add(a, b):", "class Stack:\n    def push(self, x):", "import os\n", "for i in range(10):"]
 
@@ -48,10 +50,12 @@ def checkpoint(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(checkpoint):
+def server(checkpoint, tmp_path_factory):
     port = free_port()
+    log_path = tmp_path_factory.mktemp("serve-log") / "serve.log"  # a file: a pipe nobody reads would fill and block
+    log_file = open(log_path, "wb")
     proc = subprocess.Popen([sys.executable, "-m", "snowcoder.cli", "serve", "--model", checkpoint, "--name", "micro",
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                             "--port", str(port)], stdout=log_file, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -61,7 +65,7 @@ def server(checkpoint):
         except httpx.HTTPError:
             pass
         if proc.poll() is not None:
-            raise RuntimeError(proc.stdout.read().decode(errors="replace"))
+            raise RuntimeError(log_path.read_text(errors="replace"))
         time.sleep(0.5)
     else:
         proc.kill()
@@ -69,6 +73,7 @@ def server(checkpoint):
     yield url
     proc.terminate()
     proc.wait(timeout=30)
+    log_file.close()
 
 
 def test_greedy_completions_equal_local_generation(server, checkpoint):

@@ -353,3 +353,21 @@ def test_render_run_on_a_small_run_root(tmp_path):
     assert set(written) == {"filter-waterfall", "loss-alpha", "loss-phases", "score-histogram", "phase-comparison"}
     for uri in written.values():
         assert storage.read_bytes(uri).startswith(PNG_MAGIC)
+
+
+# --------------------------------------------------------------------------- annotator calibration
+def test_calibration_plot_points_counts_and_legend():
+    bins = [{"lo": 0.0, "hi": 0.5, "n": 4, "mean_prob": 0.2, "frac_pos": 0.25},
+            {"lo": 0.5, "hi": 1.0, "n": 6, "mean_prob": 0.8, "frac_pos": 0.5},
+            {"lo": 0.9, "hi": 1.0, "n": 0, "mean_prob": None, "frac_pos": None}]  # an empty bin is not drawn
+    fig = reports.calibration_plot(bins, benchmark_auc={"humaneval": 0.812})
+    top, bottom = fig.axes[:2]
+    curve = [ln for ln in top.get_lines() if ln.get_label().startswith("annotator")]
+    assert len(curve) == 1
+    assert list(curve[0].get_xdata()) == [0.2, 0.8] and list(curve[0].get_ydata()) == [0.25, 0.5]
+    ece = (4 * 0.05 + 6 * 0.3) / 10
+    assert f"ECE {ece:.3f}" in curve[0].get_label() and "humaneval ROC-AUC 0.812" in curve[0].get_label()
+    assert [p.get_height() for p in bottom.patches] == [4, 6]
+    for empty in (None, [], [{"lo": 0, "hi": 1, "n": 0, "mean_prob": None, "frac_pos": None}]):
+        fig = reports.calibration_plot(empty)
+        assert any("no calibration" in t for t in all_texts(fig.axes[0]))
