@@ -101,12 +101,14 @@ def test_stop_sequences_end_the_text_before_them(server):
         assert cut == full[: full.find(stop)]
 
 
-class FlakyProxy(http.server.ThreadingHTTPServer):
-    """Forwards to the server, but answers 503 to every 3rd request, 429 (Retry-After: 0) to every 4th and closes
-    the connection without an answer on every 5th."""
+class FaultyProxy(http.server.ThreadingHTTPServer):
+    """A real HTTP proxy in front of the server. `fault(n)` decides for the n-th request (from 1): None = forward
+    it, 503 / 429 = answer that status (Retry-After: 0), "drop" = close the connection without an answer, a number =
+    hold the connection that many seconds (past a client timeout), then drop it. Counts requests, faults, holds."""
 
-    def __init__(self, upstream: str):
-        self.upstream, self.count, self.lock, self.failed = upstream, 0, threading.Lock(), 0
+    def __init__(self, upstream: str, fault):
+        self.upstream, self.fault, self.lock = upstream, fault, threading.Lock()
+        self.count = self.failed = self.held = 0
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -117,14 +119,18 @@ class FlakyProxy(http.server.ThreadingHTTPServer):
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 with proxy.lock:
                     proxy.count += 1
-                    n = proxy.count
-                if n % 5 == 0:
-                    proxy.failed += 1
-                    self.connection.shutdown(socket.SHUT_RDWR)
+                    what = proxy.fault(proxy.count)
+                    proxy.failed += what is not None
+                    proxy.held += isinstance(what, float)
+                if what == "drop" or isinstance(what, float):
+                    time.sleep(what if isinstance(what, float) else 0)
+                    try:
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
                     return
-                if n % 3 == 0 or n % 4 == 0:
-                    proxy.failed += 1
-                    self.send_response(503 if n % 3 == 0 else 429)
+                if what is not None:
+                    self.send_response(what)
                     self.send_header("Retry-After", "0")
                     self.send_header("content-length", "0")
                     self.end_headers()
@@ -140,8 +146,12 @@ class FlakyProxy(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
 
 
+def every_3rd_503_4th_429_5th_dropped(n: int):
+    return "drop" if n % 5 == 0 else 503 if n % 3 == 0 else 429 if n % 4 == 0 else None
+
+
 def test_retries_through_a_flaky_proxy_give_the_same_texts(server):
-    proxy = FlakyProxy(server)
+    proxy = FaultyProxy(server, every_3rd_503_4th_429_5th_dropped)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{proxy.server_address[1]}/v1"

@@ -19,7 +19,7 @@ def _export(path, seed: int, tok_dir) -> None:
     tok.save_pretrained(path)
 
 
-def test_phase_exports_are_registered_with_aliases_and_load_back(tmp_path):
+def test_phase_exports_are_registered_with_aliases_and_load_back(tmp_path, monkeypatch):
     texts = [f"def f{i}(x):\n    return x + {i}\n" for i in range(40)]
     docs = storage.write_shards(pd.DataFrame({"content": texts}), str(tmp_path / "docs"), "train", 100)
     train_tokenizer(TokenizerConfig(vocab_size=300), docs, str(tmp_path / "tok"))
@@ -33,7 +33,8 @@ def test_phase_exports_are_registered_with_aliases_and_load_back(tmp_path):
                                                   tags={"phase": phase})
     assert versions == {"alpha": "1", "beta": "4", "final": "3"}
 
-    mlflow.set_tracking_uri(parent.tracking_uri)
+    # monkeypatch, not mlflow.set_tracking_uri: that also sets MLFLOW_TRACKING_URI for every later test
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", parent.tracking_uri)
     client = mlflow.MlflowClient()
     assert str(client.get_model_version_by_alias("snowcoder-test", "beta").version) == "4"
     for phase, seed in (("alpha", 0), ("final", 2), ("beta", 3)):

@@ -5,19 +5,15 @@ and after a SIGKILL mid-way; an API key never reaches the records, the manifest 
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import pytest
 
@@ -28,7 +24,7 @@ from tasks import synthesize as synth
 from tasks.benchmarks import load_humaneval
 from tasks.decontam import benchmark_substrings
 from tasks.synthesize import extract_code, load_template, seed_quotas, seed_snippet, select_seeds, validate
-from test_llm_client import checkpoint, server  # noqa: F401  (module fixtures: micro checkpoint, `snowcoder serve`)
+from test_llm_client import FaultyProxy, checkpoint, server  # noqa: F401  (fixtures: micro checkpoint, `snowcoder serve`)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -434,54 +430,10 @@ def test_a_run_against_a_real_server_records_every_seed_once(reference_run, endp
     assert SECRET not in logs and "synthesize: 6/6 records" in logs
 
 
-class FaultyProxy(http.server.ThreadingHTTPServer):
-    """A real HTTP proxy in front of the server that fails 3 requests in 10 (the 2nd, 5th and 8th of every ten): a 503,
-    a connection held past the client's timeout and then dropped without an answer, a 429 (Retry-After: 0)."""
-
-    def __init__(self, upstream: str, hold_s: float):
-        self.upstream, self.hold_s, self.lock = upstream, hold_s, threading.Lock()
-        self.count = self.failed = self.held = 0
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                with proxy.lock:
-                    proxy.count += 1
-                    kind = proxy.count % 10
-                    proxy.failed += kind in (2, 5, 8)
-                    proxy.held += kind == 5
-                if kind == 5:
-                    time.sleep(proxy.hold_s)
-                    try:
-                        self.connection.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-                    return
-                if kind in (2, 8):
-                    self.send_response(503 if kind == 2 else 429)
-                    self.send_header("Retry-After", "0")
-                    self.send_header("content-length", "0")
-                    self.end_headers()
-                    return
-                resp = httpx.post(proxy.upstream + self.path.removeprefix("/v1"), content=body,
-                                  headers={"content-type": "application/json"}, timeout=60)
-                self.send_response(resp.status_code)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(resp.content)))
-                self.end_headers()
-                self.wfile.write(resp.content)
-
-        super().__init__(("127.0.0.1", 0), Handler)
-
-
 @pytest.mark.slow  # starts `snowcoder serve`
 def test_through_a_proxy_failing_30_percent_every_seed_gets_exactly_one_record(
         reference_run, endpoint_seeds, server, tmp_path):  # noqa: F811
-    proxy = FaultyProxy(server, hold_s=4.5)
+    proxy = FaultyProxy(server, lambda n: {2: 503, 5: 4.5, 8: 429}.get(n % 10))  # 3 of every 10 fail
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{proxy.server_address[1]}/v1"

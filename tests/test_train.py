@@ -228,6 +228,7 @@ def test_two_process_cpu_run_matches_one_process(corpus, alpha, tmp_path, monkey
 
     for key, value in ONE_THREAD.items():
         monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # a store of its own (not a shared stack server)
     parent = tracking.start_parent(str(tmp_path / "root"), "ddp-test", {}, {})
     child = tracking.start_child(parent, "phase1-alpha")
     half = ALPHA.model_copy(update={"batch_size": 4})
