@@ -98,6 +98,7 @@ def parse_benchmark(spec: str) -> dict:
 def cmd_eval(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from snowcoder import storage
     from snowcoder.config import EvalConfig, _format_validation_error
     from snowcoder.summary import format_eval
     from tasks.evaluate import evaluate
@@ -114,7 +115,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UserError(_format_validation_error(err, "evaluation settings")) from None
     out = args.out or str(Path("runs") / f"eval-{time.strftime('%Y%m%d-%H%M%S')}")
     manifest = evaluate(args.model, cfg, out, heldout_tokens_uri=args.heldout, seq_len=args.seq_len)
-    manifest.save(str(Path(out) / "manifest.json") if "://" not in out else out.rstrip("/") + "/manifest.json")
+    manifest.save(storage.join(out, "manifest.json"))
     print(format_eval(manifest))
     print(out)
     return 0

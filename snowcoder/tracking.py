@@ -211,23 +211,31 @@ def run_url(handle: Tracking) -> str | None:
     return f"{handle.tracking_uri.rstrip('/')}/#/experiments/{handle.experiment_id}/runs/{handle.run_id}"
 
 
-def register_model(handle: Tracking, model_dir_uri: str, name: str, alias: str, tags: dict[str, str] | None = None
-                   ) -> str:
+def register_model(handle: Tracking, model_dir_uri: str, name: str, alias: str, tags: dict[str, str] | None = None,
+                   digest: str | None = None) -> str:
     """Log an exported model directory (HF weights + tokenizer) as the run's `model/` artifacts, register it as a
     new version of the registered model `name` and point `alias` at it (the alias moves; older versions stay).
+    With `digest` (the content digest of the export): a version already registered with that digest is reused
+    and only the alias moves, so a re-run that reuses a finished training uploads nothing again.
     Returns the version. Load it back anywhere with
     `AutoModelForCausalLM.from_pretrained(mlflow.artifacts.download_artifacts("models:/<name>@<alias>"))`."""
     from mlflow.exceptions import MlflowException
 
     client = _client(handle.tracking_uri)
-    with storage.local_dir(model_dir_uri) as local:
-        client.log_artifacts(handle.run_id, str(local), "model")
     try:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description="snowcoder checkpoints; aliases alpha, beta, final = the "
                                        "latest export of each phase (arXiv 2409.02326)")
-    source = client.get_run(handle.run_id).info.artifact_uri.rstrip("/") + "/model"
-    version = client.create_model_version(name, source=source, run_id=handle.run_id, tags=tags or {}).version
+    same = [v for v in client.search_model_versions(f"name='{name}'")
+            if digest and v.tags.get("snowcoder.digest") == digest]
+    if same:
+        version = max(same, key=lambda v: int(v.version)).version
+    else:
+        with storage.local_dir(model_dir_uri) as local:
+            client.log_artifacts(handle.run_id, str(local), "model")
+        source = client.get_run(handle.run_id).info.artifact_uri.rstrip("/") + "/model"
+        version_tags = {**(tags or {}), **({"snowcoder.digest": digest} if digest else {})}
+        version = client.create_model_version(name, source=source, run_id=handle.run_id, tags=version_tags).version
     client.set_registered_model_alias(name, alias, version)
     return str(version)

@@ -319,6 +319,7 @@ def evaluate(
     t0 = time.perf_counter()
     if cfg.endpoint:
         raw = _sample_endpoint(prompts, stops, cfg)
+        counts["gen_seconds"] = round(time.perf_counter() - t0, 3)
         if heldout_tokens_uri is not None:
             log.warning("held-out loss needs the model's weights: not computed for an endpoint")
     else:
@@ -334,7 +335,6 @@ def evaluate(
                 log.info("held-out loss %.4f", counts["heldout_loss"])
             counts["solution_loss"] = _solution_loss(model, tok, records, seq_len, batch)
             del model
-    counts["gen_seconds"] = round(time.perf_counter() - t0, 3)
     completions = [[truncate_completion(t, s) for t in texts] for texts, s in zip(raw, stops)]
     log.info("generated %d x %d completions in %.1fs", len(records), cfg.n_samples, counts["gen_seconds"])
 

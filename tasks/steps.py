@@ -283,7 +283,8 @@ def _log_training(manifest: Manifest, args: dict[str, Any]) -> None:
     name = args["train_cfg"].registered_model
     if name:
         version = tracking.register_model(handle, manifest.uris["checkpoint"], name, alias=args["phase"],
-                                          tags={"phase": args["phase"], "steps": str(manifest.counts.get("steps"))})
+                                          tags={"phase": args["phase"], "steps": str(manifest.counts.get("steps"))},
+                                          digest=manifest.digest)
         tracking.set_tags(handle, {"snowcoder.registered_model": f"{name}/{version}@{args['phase']}"})
 
 

@@ -44,3 +44,23 @@ def test_phase_exports_are_registered_with_aliases_and_load_back(tmp_path, monke
         expected = LlamaForCausalLM.from_pretrained(tmp_path / f"export-{seed}")
         assert torch.equal(model.model.embed_tokens.weight, expected.model.embed_tokens.weight)
         assert tok.eos_token == "<|endoftext|>"
+
+
+def test_an_export_already_registered_is_not_uploaded_again(tmp_path):
+    """A re-run that reuses a finished training registers nothing new: the alias moves to the version whose digest
+    matches, and the new run gets no model artifacts."""
+    from mlflow.tracking import MlflowClient
+
+    texts = [f"def g{i}(x):\n    return x - {i}\n" for i in range(40)]
+    docs = storage.write_shards(pd.DataFrame({"content": texts}), str(tmp_path / "docs"), "train", 100)
+    train_tokenizer(TokenizerConfig(vocab_size=300), docs, str(tmp_path / "tok"))
+    _export(tmp_path / "export", 0, tmp_path / "tok")
+    parent = tracking.start_parent(str(tmp_path / "run"), "registry-reuse", {}, {})
+    first, again = (tracking.start_child(parent, f"phase-alpha-{i}") for i in range(2))
+    v1 = tracking.register_model(first, str(tmp_path / "export"), "reuse-test", "alpha", digest="d1")
+    v2 = tracking.register_model(again, str(tmp_path / "export"), "reuse-test", "alpha", digest="d1")
+    v3 = tracking.register_model(again, str(tmp_path / "export"), "reuse-test", "alpha", digest="d2")
+    assert (v1, v2, v3) == ("1", "1", "2")
+    client = MlflowClient(parent.tracking_uri)
+    assert str(client.get_model_version_by_alias("reuse-test", "alpha").version) == "2"
+    assert [a.path for a in client.list_artifacts(first.run_id)] == ["model"]
