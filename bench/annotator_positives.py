@@ -3,14 +3,16 @@ solutions from random corpus files better than one trained without? Reports the 
 
 Corpus: the `tiny` (or --preset micro) crawl of the embedded source (the running interpreter's standard library),
 the phase-1 default. Negatives (all arms): random corpus files (first window). Positives, one arm each:
-  instruction   self-contained documented functions cut from the corpus, rendered "# Problem: <docstring>" +
-                imports + solution (annotate.positives default 'corpus:docstring-functions'; instruction-style)
-  functions     the same functions as they appear in their files (no problem line, no imports): same code,
-                without the problem rendering
-  files         random corpus files that are not negatives (plain files, no instruction shape): a control, which
-                should sit near chance
+  hq-files        without instruction data (the paper's ANN-HQ): whole well-documented files (Python files with at
+                  least two self-contained documented functions), first window; no problem/solution shape
+  hq+functions    half hq-files, half instruction-style functions (the paper's ANN-HQINS)
+  functions       self-contained documented functions (problem = docstring, solution = body) with the imports they
+                  use, as written: HumanEval's shape (annotate.positives default, positives_rendering 'function')
+  problem-lines   the same functions with a "# Problem: <docstring>" line first (positives_rendering 'problem')
+  random-files    random corpus files that are not negatives: a control, which should sit near chance
 Validation (all arms): HumanEval prompt + canonical solution (164) vs --val-files random corpus files that no arm
-trained on; held-out ROC-AUC on each arm's own 20% split too. Same encoder, window, epochs and seed everywhere.
+trained on (nor was a positive cut from); held-out ROC-AUC on each arm's own 20% split too. Same encoder, window,
+epochs and seed everywhere.
 
     .venv/bin/python bench/annotator_positives.py [--preset tiny] [--n 150] [--val-files 200] [--window 128]
 """
@@ -41,9 +43,12 @@ def corpus(preset: str, out_dir: str) -> pd.DataFrame:
     return storage.read_shards(m.shard_uris("docs"))
 
 
-def raw_function(doc: str) -> str:
-    """A rendered problem/solution document back to the function as it is written in its file."""
-    return (doc.split("\n\n", 1)[1] if "\n\n" in doc else doc).lstrip("\n")
+def hq_files(docs: pd.DataFrame, n: int, seed: int) -> list[str]:
+    """Up to `n` well-documented Python files: at least two self-contained documented functions each."""
+    py = docs[docs["language"] == "python"]
+    good = [c for c in py["content"] if len(ann.documented_functions(c or "")) >= 2]
+    order = np.random.default_rng(seed).permutation(len(good))[:n]
+    return [good[i] for i in order]
 
 
 def main() -> None:
@@ -68,11 +73,13 @@ def main() -> None:
     neg_rows, val_rows = order[: args.n], order[args.n : args.n + args.val_files]
     file_rows = order[args.n + args.val_files : 2 * args.n + args.val_files]
     train_rows = np.r_[neg_rows, file_rows]
-    pool = docs.drop(index=val_rows)  # positives never come from the validation files
-    instruction = ann.docstring_function_positives(pool, args.n, args.seed)
-    arms = {"instruction": instruction, "functions": [raw_function(d) for d in instruction],
-            "files": docs.loc[file_rows, "content"].tolist()}
-
+    pool = docs.drop(index=np.r_[val_rows, neg_rows])  # positives never come from validation files or negatives
+    functions = ann.docstring_function_positives(pool, args.n, args.seed, render="function")
+    hq = hq_files(pool, args.n, args.seed)
+    half = args.n // 2
+    arms = {"hq-files": hq, "hq+functions": hq[:half] + functions[: args.n - half], "functions": functions,
+            "problem-lines": ann.docstring_function_positives(pool, args.n, args.seed, render="problem"),
+            "random-files": docs.loc[file_rows, "content"].tolist()}
     encoder = ann.Encoder(args.encoder, args.window)
     window = encoder.window_tokens
     negatives = [ann.windows(t, encoder.tokenizer, window)[0] for t in docs.loc[neg_rows, "content"]]

@@ -21,7 +21,8 @@ def phase2_flow(config: PipelineConfig, parent: Tracking, alpha: PhaseResult, un
                                              tags={"snowcoder.phase": "beta", **prefect_tags()})) as run:
         docs = alpha.manifests["data"]  # the decontaminated phase-1 training split
         m: dict[str, Manifest] = {}
-        m["annotate"] = steps.annotate_task(config.annotate, docs, out("annotate"), config.seed, run)
+        m["annotate"] = steps.annotate_task(config.annotate, docs, out("annotate"), config.seed, run,
+                                            decontam=config.all_benchmarks(), task_runner=config.data.task_runner)
         m["select"] = m["data"] = steps.select_task(config.annotate, m["annotate"], docs, out("select"), run)
         tokenizer = alpha.manifests["tokenizer"]
         m["tokenize"] = steps.tokenize_task("tokenize-beta", config.tokenizer, tokenizer, m["select"], out("shards"),

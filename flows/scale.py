@@ -1,4 +1,4 @@
-"""Scale-out of the per-document data stages (filter, decontaminate): one Prefect task per input shard, on any
+"""Scale-out of the per-document stages (filter, decontaminate, annotate's scoring): one Prefect task per input shard, on any
 Prefect task runner — threads in this process, or Dask workers (a local cluster, an existing scheduler, or a cluster
 on Kubernetes / Slurm; see docs/scale-out.md).
 
@@ -149,6 +149,23 @@ def sharded_stage_flow(stage: str, cfg: BaseModel, inp: Manifest, out_dir: str) 
     started = time.perf_counter()
     merge = lambda parts: merge_task(stage, cfg, inp, parts, out_dir, started)  # noqa: E731
     return run_sharded(partial(STAGES[stage].shard, cfg), inp.shard_uris("docs"), merge, map_fn=prefect_map(stage))
+
+
+@flow(name="sharded-map", flow_run_name="{stage}-shards", persist_result=False, validate_parameters=False)
+def sharded_map_flow(stage: str, fn: Callable[[str, int], Part], uris: list[str], indices: list[int]) -> list[Part]:
+    """One `shard_task` per shard on this flow's task runner, for stages whose shard tasks write their own outputs
+    (annotate's scoring: one resumable score file per shard); returns the partials."""
+    return prefect_map(stage)(fn, uris, indices)
+
+
+def runner_map(stage: str, runner: str | TaskRunner | None = None) -> Callable[..., list[Part]]:
+    """A tasks.shards MapFn that runs the shard tasks as `sharded_map_flow` (a subflow inside a flow) on `runner`."""
+    runner = runner if isinstance(runner, TaskRunner) else task_runner(runner)
+
+    def map_fn(fn: Callable[[str, int], Part], uris: list[str], indices: list[int]) -> list[Part]:
+        return sharded_map_flow.with_options(task_runner=runner)(stage, fn, uris, indices)
+
+    return map_fn
 
 
 def run_stage(stage: str, cfg: BaseModel, inp: Manifest, out_dir: str,

@@ -6,11 +6,12 @@ solution, Magicoder / StarCoder2-Instruct) and negatives = random files of the p
 paper's finding is that what matters is alignment with downstream tasks: self-contained problem/solution code.
 
 How this module does it:
-  1. positives  from the sources in AnnotateConfig.positives (n_positives split evenly across them):
-                'corpus:docstring-functions' (offline default) = top-level documented Python functions cut from the
-                *decontaminated* phase-1 corpus and rendered as "# Problem: <docstring>" + imports + solution;
-                a local/remote .parquet/.jsonl table; or 'hf:<dataset id>' (paper: hqcode, Magicoder, SC2-Instruct).
-  2. negatives  n_negatives random phase-1 files (their first window).
+  1. training set  tasks/annotator_data.py: positives from the sources in AnnotateConfig.positives (offline default
+                'corpus:docstring-functions': self-contained documented Python functions cut from the decontaminated
+                phase-1 corpus, in HumanEval's shape; or a .parquet/.jsonl table; or 'hf:<dataset id>', paper: hqcode,
+                Magicoder, SC2-Instruct), negatives = random phase-1 files (their first window) that no candidate
+                positive was cut from; then deduplicated across the classes (exact + MinHash), positives
+                decontaminated against every benchmark of the run, and balanced. Every drop is counted by reason.
   3. head       the encoder stays FROZEN (as FineWeb-Edu's classifier): embeddings are computed once, then a
                 logistic-regression head is fitted in torch (full-batch AdamW, class-balanced loss, standardised
                 features folded back into the raw-embedding weights). Held-out (stratified 20%) ROC-AUC / accuracy
@@ -34,8 +35,7 @@ Keeping the same fraction in every language keeps phase 1's language mix (by fil
 """
 from __future__ import annotations
 
-import ast
-import builtins
+import functools
 import hashlib
 import importlib.util
 import json
@@ -44,19 +44,23 @@ import math
 import os
 import signal
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
 from snowcoder import storage
-from snowcoder.config import AnnotateConfig, UserError
+from snowcoder.config import AnnotateConfig, DecontamConfig, DedupConfig, UserError
 from snowcoder.manifest import Manifest
+from tasks.annotator_data import (  # noqa: F401 - positives helpers re-exported for callers of this module
+    CORPUS_DOCSTRING_FUNCTIONS, NEGATIVE_SOURCE, Example, TrainingSet, build_training_set, docstring_function_examples,
+    docstring_function_positives, documented_functions, load_examples, load_positives, over_ask,
+)
 
 log = logging.getLogger("snowcoder.annotate")
 
 EMBEDDED_MINILM = "embedded:minilm"
-CORPUS_DOCSTRING_FUNCTIONS = "corpus:docstring-functions"
 HEAD_FILE = "annotator.safetensors"
 META_FILE = "annotator.json"
 SCORES_FILE = "scores.parquet"
@@ -169,170 +173,6 @@ def windows_and_tokens(text: str, tokenizer, window_tokens: int) -> tuple[list[s
     if n <= budget:
         return [text], n
     return [tokenizer.decode(ids[s : s + budget]) for s in (0, (n - budget) // 2, n - budget)], n
-
-
-# =========================================================================== positives
-_BUILTINS = frozenset(dir(builtins)) | {"__name__", "__file__", "__doc__", "__class__"}
-
-
-def _bound_names(node: ast.AST) -> set[str]:
-    """Names a function binds itself: parameters, assignment/loop/with/except targets, inner defs and imports."""
-    bound: set[str] = set()
-    for sub in ast.walk(node):
-        if isinstance(sub, ast.arg):
-            bound.add(sub.arg)
-        elif isinstance(sub, ast.Name) and isinstance(sub.ctx, (ast.Store, ast.Del)):
-            bound.add(sub.id)
-        elif isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            bound.add(sub.name)
-        elif isinstance(sub, (ast.Import, ast.ImportFrom)):
-            bound.update((a.asname or a.name).split(".")[0] for a in sub.names)
-        elif isinstance(sub, ast.ExceptHandler) and sub.name:
-            bound.add(sub.name)
-        elif isinstance(sub, (ast.Global, ast.Nonlocal)):
-            bound.update(sub.names)
-    return bound
-
-
-def _free_names(node: ast.AST) -> set[str]:
-    loaded = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-    return loaded - _bound_names(node) - _BUILTINS
-
-
-def _top_level_imports(tree: ast.Module) -> dict[str, str]:
-    """Name bound by a top-level import -> the import statement (one name per statement, re-rendered)."""
-    out: dict[str, str] = {}
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            for a in node.names:
-                out[(a.asname or a.name).split(".")[0]] = f"import {a.name}" + (f" as {a.asname}" if a.asname else "")
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            for a in node.names:
-                if a.name != "*":
-                    out[a.asname or a.name] = f"from {node.module} import {a.name}" + (
-                        f" as {a.asname}" if a.asname else ""
-                    )
-    return out
-
-
-def documented_functions(source: str, min_lines: int = 3, max_lines: int = 60) -> list[str]:
-    """Self-contained, documented top-level functions of a Python file, each rendered as one problem/solution document.
-
-    Kept: top-level `def` (not methods), with a docstring whose first paragraph has >= 3 words, `min_lines`..`max_lines`
-    lines (decorators included), not a test, and *self-contained*: every free name is a builtin, the function itself or
-    bound by a top-level import (those imports are copied in). Rendered:
-
-        # Problem: <first paragraph of the docstring, one line>
-        <imports it uses>
-
-        <the function's source>
-    """
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return []
-    lines = source.splitlines()
-    imports = _top_level_imports(tree)
-    out = []
-    for node in tree.body:
-        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or node.name.startswith("test"):
-            continue
-        doc = ast.get_docstring(node)
-        if not doc:
-            continue
-        problem = " ".join(doc.strip().split("\n\n")[0].split())
-        if len(problem.split()) < 3:
-            continue
-        start = min([d.lineno for d in node.decorator_list] + [node.lineno])
-        end = node.end_lineno or node.lineno
-        if not min_lines <= end - start + 1 <= max_lines:
-            continue
-        free = _free_names(node) - {node.name}
-        if free - imports.keys():
-            continue
-        needed = sorted({imports[n] for n in free})
-        body = "\n".join(lines[start - 1 : end])
-        head = f"# Problem: {problem}\n" + ("\n".join(needed) + "\n" if needed else "")
-        out.append(f"{head}\n{body}\n")
-    return out
-
-
-def docstring_function_positives(docs_df: pd.DataFrame, n: int, seed: int, per_file: int = 3) -> list[str]:
-    """Up to `n` distinct problem/solution documents cut from the Python files of `docs_df` (see
-    `documented_functions`). Files are visited in a seeded random order and give at most `per_file` functions each
-    (chosen at random), so the sample is deterministic and spread across files and repositories."""
-    if "language" in docs_df.columns:
-        docs_df = docs_df[docs_df["language"] == "python"]
-    rng = np.random.default_rng(seed)
-    contents = docs_df["content"].tolist()
-    out: list[str] = []
-    seen: set[str] = set()
-    for i in rng.permutation(len(contents)):
-        found = documented_functions(contents[i] or "")
-        if len(found) > per_file:
-            found = [found[j] for j in sorted(rng.choice(len(found), per_file, replace=False))]
-        for text in found:
-            if text not in seen:
-                seen.add(text)
-                out.append(text)
-                if len(out) >= n:
-                    return out
-    return out
-
-
-def _render_rows(df: pd.DataFrame, spec: str) -> list[str]:
-    """One training text per row: `content` (or `text`), or problem+solution / instruction+response, joined."""
-    cols = set(df.columns)
-    pairs = [("problem", "solution"), ("instruction", "response"), ("prompt", "completion")]
-    if "content" in cols or "text" in cols:
-        texts = df["content" if "content" in cols else "text"].astype(str)
-    else:
-        pair = next((p for p in pairs if set(p) <= cols), None)
-        if pair is None:
-            raise UserError(
-                f"positives source {spec!r} needs a 'content' column or one of the column pairs "
-                f"{', '.join('+'.join(p) for p in pairs)} (found: {', '.join(sorted(map(str, cols)))})"
-            )
-        texts = df[pair[0]].astype(str).str.strip() + "\n\n" + df[pair[1]].astype(str).str.strip()
-    return [t for t in texts.tolist() if t and t.strip()]
-
-
-def load_positives(spec: str, docs_df: pd.DataFrame | None, n: int, seed: int) -> list[str]:
-    """Up to `n` positive texts from one source (deterministic for a seed).
-
-    spec: 'corpus:docstring-functions' (from `docs_df`, the decontaminated phase-1 corpus),
-          a .parquet / .jsonl / .json path or URL (column `content`, or `problem`+`solution`, or
-          `instruction`+`response`), or 'hf:<dataset id>' (its train split, through `datasets`)."""
-    if spec == CORPUS_DOCSTRING_FUNCTIONS:
-        if docs_df is None:
-            raise UserError(f"positives source {spec!r} needs the phase-1 documents")
-        return docstring_function_positives(docs_df, n, seed)
-    if spec.startswith("corpus:"):
-        raise UserError(f"unknown positives source {spec!r}; the corpus source is {CORPUS_DOCSTRING_FUNCTIONS!r}")
-    if spec.startswith("hf:"):
-        try:
-            import datasets
-        except ImportError:
-            raise UserError(f"positives source {spec!r} needs the `datasets` package (pip install datasets)") from None
-        ds = datasets.load_dataset(spec[3:], split="train")
-        if len(ds) > n:
-            ds = ds.shuffle(seed=seed).select(range(n))
-        return _render_rows(ds.to_pandas(), spec)[:n]
-    lowered = spec.lower()
-    if not lowered.endswith((".parquet", ".jsonl", ".json")):
-        raise UserError(
-            f"positives source {spec!r}: expected {CORPUS_DOCSTRING_FUNCTIONS!r}, hf:<id>, or a .parquet/.jsonl file"
-        )
-    if not storage.exists(spec):
-        raise UserError(f"positives file not found: {spec}")
-    if lowered.endswith(".parquet"):
-        df = storage.read_parquet(spec)
-    else:
-        rows = storage.read_jsonl(spec) if lowered.endswith(".jsonl") else storage.read_json(spec)
-        df = pd.DataFrame(rows)
-    texts = _render_rows(df, spec)
-    order = np.random.default_rng(seed).permutation(len(texts))[:n]
-    return [texts[i] for i in order]
 
 
 # =========================================================================== head
@@ -531,43 +371,88 @@ def _finished_shard(uri: str) -> pd.DataFrame | None:
     return df if list(df.columns) == SCORE_COLUMNS else None
 
 
-def score_shards(encoder: Encoder, head: tuple[np.ndarray, float], uris: list[str], wanted: list[set],
-                 out_dir: str, head_digest: str, window_tokens: int, batch_size: int) -> tuple[list[str], dict]:
-    """One scoring task per document shard, resumable: shard i's scores (its `wanted[i]` doc_ids) go to their own
-    file; a shard whose file is already there is skipped, so a killed run redoes only the unfinished shards.
+@dataclass(frozen=True)
+class ScorerSpec:
+    """What a scoring task needs to rebuild the annotator where it runs (small, picklable for Dask workers): the
+    encoder (a name, or the directory of fine-tuned weights), the head file, the window, the batch size, and the
+    head digest that names the score files."""
 
-    Returns (score file per shard that had documents, stats: shards, shards_reused, windows, windows_per_s).
-    SNOWCODER_FAILPOINT=annotate-shard-<i> kills the process (SIGKILL) right after shard i is written (tests)."""
-    out_uris: list[str] = []
-    stats = {"shards": 0, "shards_reused": 0, "windows": 0, "score_s": 0.0, "docs": 0}
-    for i, uri in enumerate(uris):
-        if not wanted[i]:
-            continue
-        target = shard_scores_uri(out_dir, i, head_digest)
-        out_uris.append(target)
-        stats["shards"] += 1
-        if _finished_shard(target) is not None:
-            stats["shards_reused"] += 1
-            log.info("scores of shard %d already written (%s): skipped", i, target)
-            continue
-        shard = storage.read_parquet(uri, columns=["doc_id", "language", "repo", "size_bytes", "content"])
-        shard = shard[shard["doc_id"].isin(wanted[i])]
-        t0 = time.perf_counter()
-        scored = score_shard(encoder, head, shard, window_tokens, batch_size)
-        seconds = time.perf_counter() - t0
-        storage.write_parquet(scored, target)
-        n_win = int(scored["n_windows"].sum())
-        stats["windows"] += n_win
-        stats["docs"] += len(scored)
-        stats["score_s"] += seconds
-        log.info("shard %d: scored %d documents, %d windows in %.1fs (%.1f windows/s)", i, len(scored), n_win,
-                 seconds, n_win / max(seconds, 1e-9))
-        if os.environ.get("SNOWCODER_FAILPOINT") == f"annotate-shard-{i}":
-            log.warning("SNOWCODER_FAILPOINT annotate-shard-%d: killing this process with SIGKILL", i)
-            os.kill(os.getpid(), signal.SIGKILL)
+    encoder: str
+    head_uri: str
+    window_tokens: int
+    batch_size: int
+    head_digest: str
+
+
+_SCORERS: dict[ScorerSpec, tuple[Encoder, tuple[np.ndarray, float]]] = {}
+
+
+def read_head(uri: str) -> tuple[np.ndarray, float]:
+    """(weights, bias) of a head file written by `annotate`."""
+    from safetensors.torch import load as load_safetensors
+
+    tensors = load_safetensors(storage.read_bytes(uri))
+    return tensors["weight"].numpy().astype(np.float32), float(tensors["bias"][0])
+
+
+def load_scorer(spec: ScorerSpec) -> tuple[Encoder, tuple[np.ndarray, float]]:
+    """The encoder and head of `spec`, loaded once per process (the last one only: an encoder is large)."""
+    if spec not in _SCORERS:
+        _SCORERS.clear()
+        encoder_dir = spec.encoder
+        if storage.is_remote(encoder_dir):  # fine-tuned weights on object storage: a local copy for from_pretrained
+            encoder_dir = str(storage.local_cache_dir() / "annotator-encoders" / spec.head_digest[:16])
+            if not os.path.exists(os.path.join(encoder_dir, "config.json")):
+                storage.fs_for(spec.encoder)[0].get(storage.fs_for(spec.encoder)[1].rstrip("/") + "/", encoder_dir,
+                                                    recursive=True)
+        _SCORERS[spec] = (Encoder(encoder_dir, spec.window_tokens), read_head(spec.head_uri))
+    return _SCORERS[spec]
+
+
+def score_shard_part(spec: ScorerSpec, out_dir: str, wanted: dict[int, list[str]] | None, uri: str,
+                     index: int) -> dict:
+    """One scoring task: shard `index`'s documents (all, or `wanted[index]`'s doc_ids) scored into their own file,
+    resumable (a shard whose file is already there is skipped). Returns a small partial: where the scores are and
+    what it took. SNOWCODER_FAILPOINT=annotate-shard-<i> kills the process (SIGKILL) right after shard i is written."""
+    target = shard_scores_uri(out_dir, index, spec.head_digest)
+    part = {"index": index, "uri": target, "reused": False, "docs": 0, "windows": 0, "seconds": 0.0}
+    if _finished_shard(target) is not None:
+        log.info("scores of shard %d already written (%s): skipped", index, target)
+        return {**part, "reused": True}
+    encoder, head = load_scorer(spec)
+    shard = storage.read_parquet(uri, columns=["doc_id", "language", "repo", "size_bytes", "content"])
+    if wanted is not None:
+        shard = shard[shard["doc_id"].isin(set(wanted.get(index, ())))]
+    t0 = time.perf_counter()
+    scored = score_shard(encoder, head, shard, spec.window_tokens, spec.batch_size)
+    seconds = time.perf_counter() - t0
+    storage.write_parquet(scored, target)
+    n_win = int(scored["n_windows"].sum())
+    log.info("shard %d: scored %d documents, %d windows in %.1fs (%.1f windows/s)", index, len(scored), n_win,
+             seconds, n_win / max(seconds, 1e-9))
+    if os.environ.get("SNOWCODER_FAILPOINT") == f"annotate-shard-{index}":
+        log.warning("SNOWCODER_FAILPOINT annotate-shard-%d: killing this process with SIGKILL", index)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {**part, "docs": len(scored), "windows": n_win, "seconds": seconds}
+
+
+def score_shards(spec: ScorerSpec, uris: list[str], wanted: dict[int, list[str]] | None, out_dir: str,
+                 map_fn=None) -> tuple[list[str], dict]:
+    """One scoring task per document shard (`score_shard_part`), resumable: a killed run redoes only the unfinished
+    shards. `wanted`: the doc_ids to score per shard index (None = every document; a shard with none is skipped).
+    `map_fn(fn, uris, indices)` runs the tasks (tasks.shards.MapFn: default in this process, one after the other;
+    flows/scale.py: Prefect tasks on any task runner).
+
+    Returns (score file per scored shard, stats: shards, shards_reused, windows, docs, score_s, windows_per_s)."""
+    indices = [i for i in range(len(uris)) if wanted is None or wanted.get(i)]
+    fn = functools.partial(score_shard_part, spec, out_dir, wanted)
+    parts = sorted((map_fn or map)(fn, [uris[i] for i in indices], indices), key=lambda p: p["index"])
+    stats = {"shards": len(parts), "shards_reused": sum(p["reused"] for p in parts),
+             "windows": sum(p["windows"] for p in parts), "docs": sum(p["docs"] for p in parts),
+             "score_s": sum(p["seconds"] for p in parts)}
     stats["windows_per_s"] = round(stats["windows"] / stats["score_s"], 2) if stats["score_s"] else 0.0
     stats["docs_per_s"] = round(stats["docs"] / stats["score_s"], 2) if stats["score_s"] else 0.0
-    return out_uris, stats
+    return [p["uri"] for p in parts], stats
 
 
 # =========================================================================== export as an HF model
@@ -697,7 +582,8 @@ def _histogram(scores: np.ndarray) -> dict[str, list]:
     return {"edges": [round(float(e), 4) for e in edges], "counts": [int(c) for c in counts]}
 
 
-def _build_positives(cfg: AnnotateConfig, uris: list[str], index: pd.DataFrame, seed: int) -> tuple[list[str], dict]:
+def _positive_candidates(cfg: AnnotateConfig, uris: list[str], index: pd.DataFrame, seed: int) -> list[Example]:
+    """Candidate positives of every configured source (each asked for more than its quota: the builder drops some)."""
     corpus = None
     if CORPUS_DOCSTRING_FUNCTIONS in cfg.positives:
         py_rows = np.flatnonzero((index["language"] == "python").to_numpy())
@@ -705,20 +591,45 @@ def _build_positives(cfg: AnnotateConfig, uris: list[str], index: pd.DataFrame, 
         cap = max(200, 20 * cfg.n_positives)
         py_rows = np.random.default_rng(seed + 1).permutation(py_rows)[:cap]
         corpus = _load_docs(uris, index, py_rows)
-    texts: list[str] = []
-    per_source: dict[str, int] = {}
+    out: list[Example] = []
     for spec, k in zip(cfg.positives, _even_split(cfg.n_positives, len(cfg.positives))):
-        got = load_positives(spec, corpus, k, seed) if k else []
-        if len(got) < k:
-            log.warning("positives source %s gave %d of %d requested examples", spec, len(got), k)
-        per_source[spec] = len(got)
-        texts.extend(got)
-    if len(texts) < 2:
+        out.extend(load_examples(spec, corpus, over_ask(k), seed, cfg.positives_rendering) if k else [])
+    if len(out) < 2:
         raise UserError(
-            f"annotate found only {len(texts)} positive examples in {cfg.positives}; the corpus needs documented "
+            f"annotate found only {len(out)} positive examples in {cfg.positives}; the corpus needs documented "
             "self-contained Python functions, or set annotate.positives to a file / hf:<dataset> source"
         )
-    return texts, per_source
+    return out
+
+
+def build_examples(cfg: AnnotateConfig, uris: list[str], index: pd.DataFrame, tokenizer, window: int, seed: int,
+                   decontam: DecontamConfig) -> tuple[TrainingSet, np.ndarray]:
+    """The annotator's training set (tasks/annotator_data.build_training_set: deduplicated across classes,
+    positives decontaminated against `decontam`'s benchmarks, balanced) and the index rows it may have used as
+    negatives (never used for validation)."""
+    from tasks.decontam import benchmark_index
+
+    candidates = _positive_candidates(cfg, uris, index, seed)
+    # negatives are drawn from files no candidate positive was cut from (such a file holds the positive's text)
+    sources = {e.doc_id for e in candidates if e.doc_id is not None}
+    pool = np.flatnonzero(~index["doc_id"].isin(sources).to_numpy())
+    if len(pool) < 2:
+        raise UserError(f"annotate: every phase-1 file is the source of a candidate positive ({len(index)} files); "
+                        "no file is left to sample negatives from")
+    n_neg = min(over_ask(cfg.n_negatives), len(pool))
+    neg_rows = np.sort(np.random.default_rng(seed).choice(pool, size=n_neg, replace=False))
+    neg_docs = _load_docs(uris, index, neg_rows)
+    negatives = [Example(windows(t or "", tokenizer, window)[0], NEGATIVE_SOURCE, d)
+                 for t, d in zip(neg_docs["content"], neg_docs["doc_id"])]
+    quotas = dict(zip(cfg.positives, _even_split(cfg.n_positives, len(cfg.positives))))
+    dedup = DedupConfig(threshold=cfg.near_dup_threshold) if cfg.near_dup_threshold is not None else None
+    built = build_training_set(candidates, negatives, quotas=quotas, n_negatives=cfg.n_negatives,
+                               benchmarks=benchmark_index(decontam) if cfg.decontaminate else None, dedup=dedup,
+                               balance=cfg.balance, seed=seed)
+    if len(built.positives) < 2 or len(built.negatives) < 2:
+        raise UserError(f"annotate: the training set has {len(built.positives)} positives and {len(built.negatives)} "
+                        f"negatives after dedup/decontamination ({built.stats['dropped']}); at least 2 of each needed")
+    return built, neg_rows
 
 
 def benchmark_validation(encoder: Encoder, head: tuple[np.ndarray, float], sources: list, negatives: list[str],
@@ -750,28 +661,32 @@ def benchmark_validation(encoder: Encoder, head: tuple[np.ndarray, float], sourc
     return out
 
 
-def annotate(cfg: AnnotateConfig, docs: Manifest, out_dir: str, *, seed: int) -> Manifest:
+def annotate(cfg: AnnotateConfig, docs: Manifest, out_dir: str, *, seed: int,
+             decontam: DecontamConfig | None = None, map_fn=None) -> Manifest:
     """Train the annotator on phase-1 data, validate it, export it, and score the phase-1 training documents.
 
     All training documents are scored, or a seeded random sample of `cfg.max_files_scored` (only scored files can be
     selected), one resumable task per document shard (`score_shards`). Writes <out_dir>/annotator.safetensors
     (weight, bias), annotator.json (encoder, window, metrics, validation, sources), model/ (the HF model dir),
-    scores/shard-NNNNN-<head>.parquet per document shard and scores.parquet (all of them, SCORE_COLUMNS)."""
+    scores/shard-NNNNN-<head>.parquet per document shard and scores.parquet (all of them, SCORE_COLUMNS).
+    `decontam`: the benchmarks positives are decontaminated against (and validated on, unless
+    `cfg.validation_benchmarks` is set); `map_fn`: how the scoring tasks run (see `score_shards`)."""
     uris = _doc_uris(docs)
     index = _doc_index(uris)
     if len(index) < 2:
         raise UserError(f"annotate needs at least 2 phase-1 documents, got {len(index)}")
-    # ---- training data: positives from the configured sources, negatives = random phase-1 files (first window)
-    pos_texts, per_source = _build_positives(cfg, uris, index, seed)  # before the encoder: user errors come fast
+    decontam = decontam or DecontamConfig()
     t0 = time.perf_counter()
     encoder = Encoder(cfg.encoder, cfg.window_tokens)
     window = encoder.window_tokens
     log.info("encoder %s (%s pooling, dim %d) loaded in %.1fs on %s", cfg.encoder, encoder.pooling, encoder.dim,
              time.perf_counter() - t0, encoder.device)
-    n_neg = min(cfg.n_negatives, len(index))
-    neg_rows = np.sort(np.random.default_rng(seed).choice(len(index), size=n_neg, replace=False))
-    neg_texts = [windows(t or "", encoder.tokenizer, window)[0] for t in _load_docs(uris, index, neg_rows)["content"]]
-    log.info("training examples: %d positives %s, %d negatives", len(pos_texts), per_source, len(neg_texts))
+    # ---- training data: positives from the configured sources, negatives = random phase-1 files (first window)
+    built, neg_rows = build_examples(cfg, uris, index, encoder.tokenizer, window, seed, decontam)
+    pos_texts, neg_texts = [e.text for e in built.positives], [e.text for e in built.negatives]
+    per_source = built.stats["positives_per_source"]
+    log.info("training examples: %d positives %s, %d negatives; dropped %s", len(pos_texts), per_source,
+             len(neg_texts), built.stats["dropped"])
 
     t1 = time.perf_counter()
     pos_emb = encoder.embed(pos_texts, cfg.batch_size)
@@ -782,11 +697,15 @@ def annotate(cfg: AnnotateConfig, docs: Manifest, out_dir: str, *, seed: int) ->
     log.info("head: held-out AUC %.3f, F1 %.3f, ECE %.3f (train AUC %.3f)", metrics["heldout_auc"],
              metrics["heldout_f1"], metrics["heldout_ece"], metrics["train_auc"])
 
-    # ---- validation against the downstream task: benchmark solutions vs phase-1 files not used in training
+    # ---- validation against the downstream task: benchmark solutions vs phase-1 files used nowhere in training
+    #      (not a negative candidate, not a file a positive was cut from)
+    sources = {e.doc_id for e in built.positives if e.doc_id is not None}
     unused = np.setdiff1d(np.arange(len(index)), neg_rows)
+    unused = unused[~index["doc_id"].iloc[unused].isin(sources).to_numpy()]
     val_rows = np.sort(np.random.default_rng(seed + 3).permutation(unused)[: cfg.validation_negatives])
     val_files = _load_docs(uris, index, val_rows)["content"].fillna("").tolist()
-    validation = benchmark_validation(encoder, head, cfg.validation_benchmarks, val_files, window, cfg.batch_size)
+    val_benchmarks = cfg.validation_benchmarks if cfg.validation_benchmarks is not None else decontam.benchmarks
+    validation = benchmark_validation(encoder, head, val_benchmarks, val_files, window, cfg.batch_size)
 
     # ---- outputs of training: head, the HF model dir, metadata
     from safetensors.torch import save as save_safetensors
@@ -795,15 +714,20 @@ def annotate(cfg: AnnotateConfig, docs: Manifest, out_dir: str, *, seed: int) ->
     head_uri = storage.join(out_dir, HEAD_FILE)
     storage.write_bytes(head_uri, head_bytes)
     head_digest = hashlib.sha256(head_bytes + f"{cfg.encoder}|{window}".encode()).hexdigest()
+    encoder_name = cfg.encoder
     model_files = export_hf_model(encoder, head, storage.join(out_dir, MODEL_DIR)) if cfg.export_model else []
 
     # ---- score every training document, or a seeded random sample of max_files_scored of them (a random sample, not
     #      the first N: shards follow crawl order, so the first N would come from a few repositories only)
-    limit = len(index) if cfg.max_files_scored is None else min(cfg.max_files_scored, len(index))
-    chosen = np.zeros(len(index), dtype=bool)
-    chosen[np.random.default_rng(seed + 2).choice(len(index), size=limit, replace=False)] = True
-    wanted = [set(index.loc[chosen & (index["shard"] == i).to_numpy(), "doc_id"]) for i in range(len(uris))]
-    shard_uris, score_stats = score_shards(encoder, head, uris, wanted, out_dir, head_digest, window, cfg.batch_size)
+    wanted = None  # every document
+    if cfg.max_files_scored is not None and cfg.max_files_scored < len(index):
+        rows = np.sort(np.random.default_rng(seed + 2).choice(len(index), size=cfg.max_files_scored, replace=False))
+        picked = index.iloc[rows]
+        wanted = {int(i): g["doc_id"].tolist() for i, g in picked.groupby("shard", sort=True)}
+    spec = ScorerSpec(encoder_name, head_uri, window, cfg.batch_size, head_digest)
+    _SCORERS.clear()
+    _SCORERS[spec] = (encoder, head)  # the tasks that run in this process use the loaded encoder
+    shard_uris, score_stats = score_shards(spec, uris, wanted, out_dir, map_fn)
     scores_df = storage.read_shards(shard_uris)[SCORE_COLUMNS]
     scores_uri = storage.join(out_dir, SCORES_FILE)
     storage.write_parquet(scores_df, scores_uri)
@@ -811,12 +735,13 @@ def annotate(cfg: AnnotateConfig, docs: Manifest, out_dir: str, *, seed: int) ->
     meta = {
         "encoder": cfg.encoder, "encoder_path": encoder.path, "pooling": encoder.pooling, "dim": encoder.dim,
         "window_tokens": window, "score": "mean over top/middle/bottom windows of sigmoid(embedding @ weight + bias)",
-        "positives": per_source, "negatives": len(neg_texts), "epochs": cfg.epochs, "lr": cfg.lr, "seed": seed,
+        "positives": per_source, "negatives": len(neg_texts), "training_set": built.stats, "epochs": cfg.epochs, "lr": cfg.lr, "seed": seed,
         "metrics": metrics, "benchmark_validation": validation, "head_digest": head_digest,
     }
     meta_uri = storage.join(out_dir, META_FILE)
     storage.write_json(meta_uri, meta)
-    storage.write_jsonl(storage.join(out_dir, "positives-sample.jsonl"), [{"text": t} for t in pos_texts[:20]])
+    storage.write_jsonl(storage.join(out_dir, "positives-sample.jsonl"),
+                        [{"text": e.text, "source": e.source, "doc_id": e.doc_id} for e in built.positives[:20]])
 
     bench_counts = {f"benchmark_auc_{name.replace('+', 'plus')}": v["auc"] for name, v in validation.items()
                     if "auc" in v}
@@ -828,6 +753,7 @@ def annotate(cfg: AnnotateConfig, docs: Manifest, out_dir: str, *, seed: int) ->
         uris=uris_out,
         counts={
             "positives": len(pos_texts), "negatives": len(neg_texts), "scored": len(scores_df),
+            **{f"dropped_{k.replace('-', '_')}": v for k, v in built.stats["dropped"].items()},
             "heldout_auc": metrics["heldout_auc"], "heldout_acc": metrics["heldout_acc"],
             "heldout_f1": metrics["heldout_f1"], "heldout_ece": metrics["heldout_ece"],
             "train_auc": metrics["train_auc"], **bench_counts,
@@ -840,7 +766,7 @@ def annotate(cfg: AnnotateConfig, docs: Manifest, out_dir: str, *, seed: int) ->
         },
         stats={"histogram": _histogram(scores_df["score"].to_numpy()), "per_language": score_quantiles(scores_df),
                "calibration": metrics["calibration"], "benchmark_validation": validation,
-               "positives_per_source": per_source, "window_tokens": window, "encoder": cfg.encoder},
+               "positives_per_source": per_source, "training_set": built.stats, "window_tokens": window, "encoder": cfg.encoder},
         digest=storage.digest_files([head_uri, scores_uri]),
     )
 

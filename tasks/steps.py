@@ -372,11 +372,21 @@ def _log_annotation(manifest: Manifest, args: dict[str, Any]) -> None:
         tracking.log_file(handle, uri, "annotator/model")
 
 
-@stage_task("annotate", code=("tasks.annotate",), after=_log_annotation)
-def annotate_task(cfg: AnnotateConfig, docs: Manifest, out_dir: str, seed: int, handle: Tracking | None = None) -> Manifest:
+@stage_task("annotate", code=("tasks.annotate",), after=_log_annotation, not_keyed=("task_runner",))
+def annotate_task(cfg: AnnotateConfig, docs: Manifest, out_dir: str, seed: int, handle: Tracking | None = None,
+                  decontam: DecontamConfig | None = None, task_runner: str | None = None) -> Manifest:
+    """task_runner: score one Prefect task per document shard there (flows/scale.py); the scores are the same."""
     from tasks.annotate import annotate
 
-    return annotate(cfg, docs, out_dir, seed=seed)
+    map_fn = None
+    if task_runner:
+        from flows.scale import runner_map
+
+        map_fn = runner_map("annotate", task_runner)
+    manifest = annotate(cfg, docs, out_dir, seed=seed, decontam=decontam, map_fn=map_fn)
+    if task_runner:
+        manifest.stats["task_runner"] = task_runner
+    return manifest
 
 
 @stage_task("select", code=("tasks.annotate",))

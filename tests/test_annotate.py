@@ -103,14 +103,21 @@ def too_long(x):
 
 
 def test_documented_functions_are_self_contained_problem_solution_docs():
-    docs = ann.documented_functions(CRAFTED)
+    docs = ann.documented_functions(CRAFTED)  # default: HumanEval's shape (imports, then the function as written)
     assert len(docs) == 2
     hyp, mcw = docs
-    assert hyp.startswith("# Problem: Return the length of the hypotenuse of a right triangle.\nimport math\n\ndef hypotenuse")
-    assert "Longer explanation" not in hyp.splitlines()[0]
-    assert mcw.startswith("# Problem: Find the most common word in a text.\nfrom collections import Counter\n\n")
+    assert hyp.startswith('import math\n\n\ndef hypotenuse(a, b):\n    """Return the length of the hypotenuse')
+    assert mcw.startswith("from collections import Counter\n\n\ndef most_common_word")
     assert "import os.path" not in hyp + mcw  # only the imports a function uses
     assert ann.documented_functions("def broken(:\n") == []
+
+    hyp_p, mcw_p = ann.documented_functions(CRAFTED, render="problem")
+    assert hyp_p.startswith("# Problem: Return the length of the hypotenuse of a right triangle.\nimport math\n\ndef hypotenuse")
+    assert "Longer explanation" not in hyp_p.splitlines()[0]
+    assert mcw_p.startswith("# Problem: Find the most common word in a text.\nfrom collections import Counter\n\n")
+    assert hyp_p.endswith(hyp.split("\n\n\n", 1)[1])  # same function, other header
+    with pytest.raises(UserError, match="rendering"):
+        ann.documented_functions(CRAFTED, render="markdown")
 
 
 def test_docstring_function_positives_sample_is_deterministic_and_python_only():
@@ -224,7 +231,7 @@ def _tiny_corpus(tmp_path) -> Manifest:
 
 
 ANNOTATED_CFG = AnnotateConfig(n_positives=10, n_negatives=10, window_tokens=64, epochs=50, batch_size=16,
-                               top_fraction=0.25, validation_negatives=20)
+                               top_fraction=0.25, validation_negatives=15)
 
 
 @pytest.fixture(scope="module")
@@ -253,6 +260,14 @@ def test_annotate_then_select_per_language(annotated, tmp_path):
     assert sum(m.stats["histogram"]["counts"]) == 40 and len(m.stats["histogram"]["edges"]) == 21
     meta = storage.read_json(m.uris["annotator_meta"])
     assert meta["encoder"] == "embedded:minilm" and meta["window_tokens"] == 64 and meta["dim"] == 384
+    built = meta["training_set"]  # the builder's accounting: 13 candidates each side (over-asked), 10 kept
+    assert built["candidates"] == {"positives": 13, "negatives": 13} and built["balanced"]
+    assert built["dropped"] == {"positive-over-quota": 3, "negative-over-quota": 3}
+    assert m.counts["dropped_positive_over_quota"] == 3
+    sample = storage.read_jsonl(storage.join(str(m.uris["annotator_meta"]).rsplit("/", 1)[0], "positives-sample.jsonl"))
+    corpus = storage.read_shards(docs.uris["train"]).set_index("doc_id")["content"]
+    for r in sample:  # each positive names the phase-1 file it was cut from, and is that file's function
+        assert r["source"] == "corpus:docstring-functions" and r["text"].split("\n\n\n")[-1].strip() in corpus[r["doc_id"]]
     from safetensors.numpy import load_file
 
     head = load_file(m.uris["annotator"])
@@ -350,7 +365,7 @@ def test_score_quantiles_per_language():
 def test_annotate_reports_validation_against_humaneval(annotated):
     _, _, m = annotated
     val = m.stats["benchmark_validation"]["humaneval"]
-    assert val["n_solutions"] == 164 and val["n_files"] == 20  # validation_negatives, none a training negative
+    assert val["n_solutions"] == 164 and val["n_files"] == 15  # validation_negatives: files used nowhere in training
     assert 0.0 <= val["auc"] <= 1.0 and m.counts["benchmark_auc_humaneval"] == val["auc"]
     for key in ("heldout_f1", "heldout_ece"):
         assert 0.0 <= m.counts[key] <= 1.0

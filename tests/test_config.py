@@ -104,3 +104,11 @@ def test_cli_config_prints_resolved_config(capsys):
     assert main(["config", "--preset", "micro"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["config"]["preset"] == "micro" and len(out["digest"]) == 16
+
+
+def test_all_benchmarks_adds_the_evaluated_ones_to_the_decontaminated_ones():
+    cfg = load_config("tiny", overrides={"eval": {"benchmarks": ["humaneval", {"name": "mbpp", "path": "/data/mbpp.jsonl"}]}})
+    merged = cfg.all_benchmarks()
+    assert [b.name for b in merged.benchmarks] == ["humaneval", "mbpp"]
+    assert merged.ngram_size == cfg.decontam.ngram_size and [b.name for b in cfg.decontam.benchmarks] == ["humaneval"]
+    assert load_config("tiny").all_benchmarks() == load_config("tiny").decontam  # the default: nothing to add

@@ -230,3 +230,24 @@ def test_existing_scheduler_from_inside_a_stage_task(prefect_api, corpus, pure, 
     assert_same_stage(m, pure[0])
     with pytest.raises(UserError, match="cannot run sharded"):
         run_stage("dedup", FCFG, corpus, str(tmp_path / "x"))
+
+
+@pytest.mark.slow
+def test_annotator_scoring_as_one_prefect_task_per_shard_matches_in_process(prefect_api, tmp_path):
+    """annotate's scoring on a task runner: one Prefect task per document shard, the same scores as in process."""
+    from prefect.client.orchestration import get_client
+
+    from flows.scale import runner_map
+    from tasks import annotate as ann
+    from test_annotate import ANNOTATED_CFG, _tiny_corpus
+
+    docs = _tiny_corpus(tmp_path)
+    cfg = ANNOTATED_CFG.model_copy(update={"export_model": False, "validation_negatives": 2})
+    here = ann.annotate(cfg, docs, str(tmp_path / "here"), seed=7)
+    tasks = ann.annotate(cfg, docs, str(tmp_path / "tasks"), seed=7, map_fn=runner_map("annotate", "threads"))
+    assert tasks.counts["shards"] == here.counts["shards"] == 2 and tasks.counts["scored"] == here.counts["scored"]
+    a, b = (storage.read_parquet(m.uris["scores"]).sort_values("doc_id").reset_index(drop=True) for m in (here, tasks))
+    pd.testing.assert_frame_equal(a, b)
+    with get_client(sync_client=True) as client:
+        names = {r.name for r in client.read_task_runs() if r.state and r.state.is_completed()}
+    assert {"annotate-shard-0", "annotate-shard-1"} <= names
