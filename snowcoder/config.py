@@ -380,8 +380,17 @@ class AnnotateConfig(_Base):
         "exact dedup only).")
     window_tokens: int = Field(128, ge=16, le=512, description="Encoder window (paper: 512).")
     batch_size: int = Field(32, ge=1, description="Files embedded per encoder batch.")
+    mode: Literal["frozen", "finetune"] = Field(
+        "frozen", description="'frozen': embeddings computed once, a logistic head fitted on them (FineWeb-Edu style, "
+        "fast); 'finetune': the encoder is trained with the head (tasks/annotator_finetune.py; a GPU for 110M "
+        "encoders). The fine-tuned encoder is saved next to the head and scores the corpus.")
     epochs: int = Field(200, ge=1, description="Epochs of the linear head over frozen embeddings.")
     lr: float = Field(1e-2, gt=0, le=10, description="Learning rate of the linear head.")
+    finetune_epochs: int = Field(3, ge=1, description="Epochs over the training set in 'finetune' mode.")
+    finetune_lr: float = Field(3e-5, gt=0, le=1, description="Encoder learning rate in 'finetune' mode (10% warmup, "
+                               "then linear decay).")
+    finetune_head_lr: float = Field(1e-2, gt=0, le=10, description="Head learning rate in 'finetune' mode.")
+    finetune_batch_size: int = Field(16, ge=1, description="Training texts per step in 'finetune' mode.")
     top_fraction: float = Field(0.5, gt=0, le=1, description="Top fraction of files kept per language (paper: 0.03).")
     token_budget: int | None = Field(
         None, ge=1, description="Select by tokens instead of top_fraction: the best files of each language until its "

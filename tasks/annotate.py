@@ -12,20 +12,22 @@ How this module does it:
                 Magicoder, SC2-Instruct), negatives = random phase-1 files (their first window) that no candidate
                 positive was cut from; then deduplicated across the classes (exact + MinHash), positives
                 decontaminated against every benchmark of the run, and balanced. Every drop is counted by reason.
-  3. head       the encoder stays FROZEN (as FineWeb-Edu's classifier): embeddings are computed once, then a
-                logistic-regression head is fitted in torch (full-batch AdamW, class-balanced loss, standardised
-                features folded back into the raw-embedding weights). Held-out (stratified 20%) ROC-AUC / accuracy
-                are reported; the head that was evaluated is the head that is used.
-  4. scoring    a file's score = mean of the head's *probabilities* over its top, middle and bottom windows of
+  2. head       mode 'frozen' (default): the encoder stays FROZEN (as FineWeb-Edu's classifier): embeddings are
+                computed once, then a logistic-regression head is fitted in torch (full-batch AdamW, class-balanced
+                loss, standardised features folded back into the raw-embedding weights). Mode 'finetune': the encoder
+                is trained with the head (tasks/annotator_finetune.py), saved to encoder/ and used for scoring; the
+                frozen head is still fitted first and reported as the baseline. Held-out (stratified 20%) ROC-AUC /
+                accuracy are reported; the head that was evaluated is the head that is used.
+  3. scoring    a file's score = mean of the head's *probabilities* over its top, middle and bottom windows of
                 `window_tokens` tokens (paper §2.3: "averaging the scores from the top, middle, and bottom sections";
                 512 tokens there). A file that fits in one window has one window. Probabilities (0..1) are easy
                 to threshold and to histogram.
-  5. validation  held-out ROC-AUC, F1 at 0.5 and reliability bins (ECE) on the stratified split; and the paper's
+  4. validation  held-out ROC-AUC, F1 at 0.5 and reliability bins (ECE) on the stratified split; and the paper's
                 predictor of phase-2 gains: ROC-AUC at telling benchmark canonical solutions (HumanEval prompt +
                 solution; MBPP etc. when configured) from random phase-1 files the head was not trained on.
-  6. export     model/ = an HF model dir (encoder + head, AutoModelForSequenceClassification with trust_remote_code:
+  5. export     model/ = an HF model dir (encoder + head, AutoModelForSequenceClassification with trust_remote_code:
                 pooling + L2 normalisation do not fold into BertForSequenceClassification's pooler).
-  7. storage    one resumable scoring task per document shard -> scores/shard-NNNNN-<head digest>.parquet keyed by
+  6. storage    one resumable scoring task per document shard -> scores/shard-NNNNN-<head digest>.parquet keyed by
                 doc_id (a finished shard is skipped on restart), merged into annotate/scores.parquet, apart from the
                 selection (Dolma-style: score once, change thresholds freely); `select` ranks per language and keeps
                 the top fraction or the best files up to a token budget, without rescoring.
@@ -632,6 +634,57 @@ def build_examples(cfg: AnnotateConfig, uris: list[str], index: pd.DataFrame, to
     return built, neg_rows
 
 
+ENCODER_DIR = "encoder"
+FINETUNE_FILE = "finetune.json"
+
+
+def _save_encoder(encoder: Encoder, uri: str) -> None:
+    """The encoder's weights, tokenizer and pooling (a sentence-transformers 1_Pooling config, which Encoder reads)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="snowcoder-encoder-") as tmp:
+        encoder.model.save_pretrained(tmp)
+        encoder.tokenizer.save_pretrained(tmp)
+        os.makedirs(os.path.join(tmp, "1_Pooling"))
+        with open(os.path.join(tmp, "1_Pooling", "config.json"), "w") as fh:
+            json.dump({"word_embedding_dimension": encoder.dim, "pooling_mode_cls_token": encoder.pooling == "cls",
+                       "pooling_mode_mean_tokens": encoder.pooling == "mean"}, fh)
+        storage.upload_dir(tmp, uri)
+
+
+def finetuned_annotator(cfg: AnnotateConfig, encoder: Encoder, pos_texts: list[str], neg_texts: list[str],
+                        out_dir: str, seed: int) -> tuple[np.ndarray, float, dict, str]:
+    """'finetune' mode: tasks/annotator_finetune.py trains `encoder` (in place) and a head; the encoder is saved to
+    <out_dir>/encoder/ (what the scoring tasks load) with finetune.json (the training key, head, metrics) written
+    last. A re-run with the same key (settings, texts, seed) loads them instead of training again, so a run killed
+    while scoring resumes with the same weights (GPU training is not bit-reproducible). Returns (weights, bias,
+    metrics, digest of the encoder's weights)."""
+    from tasks.annotator_finetune import encoder_state_digest, finetune_annotator
+
+    settings = {"encoder": cfg.encoder, "window": encoder.window_tokens, "epochs": cfg.finetune_epochs,
+                "lr": cfg.finetune_lr, "head_lr": cfg.finetune_head_lr, "batch": cfg.finetune_batch_size, "seed": seed}
+    texts = hashlib.sha256("\0".join(pos_texts + ["\1"] + neg_texts).encode("utf-8", "surrogatepass")).hexdigest()
+    key = hashlib.sha256(json.dumps({**settings, "texts": texts}, sort_keys=True).encode()).hexdigest()
+    enc_uri, done_uri = storage.join(out_dir, ENCODER_DIR), storage.join(out_dir, ENCODER_DIR, FINETUNE_FILE)
+    if storage.exists(done_uri) and (done := storage.read_json(done_uri)).get("key") == key:
+        with storage.local_dir(enc_uri) as local:
+            saved = Encoder(str(local), encoder.window_tokens, device=str(encoder.device))
+        encoder.model, encoder.tokenizer = saved.model, saved.tokenizer
+        log.info("fine-tuned encoder reused from %s (same settings and training texts)", enc_uri)
+        return (np.asarray(done["weights"], dtype=np.float32), float(done["bias"]), done["metrics"],
+                done["encoder_digest"])
+    if storage.exists(done_uri):
+        storage.remove(done_uri)
+    weights, bias, metrics = finetune_annotator(
+        encoder, pos_texts, neg_texts, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, head_lr=cfg.finetune_head_lr,
+        batch_size=cfg.finetune_batch_size, seed=seed)
+    digest = encoder_state_digest(encoder)
+    _save_encoder(encoder, enc_uri)
+    storage.write_json(done_uri, {"key": key, "settings": settings, "weights": weights.tolist(), "bias": bias,
+                                  "metrics": metrics, "encoder_digest": digest})
+    return weights, bias, metrics, digest
+
+
 def benchmark_validation(encoder: Encoder, head: tuple[np.ndarray, float], sources: list, negatives: list[str],
                          window_tokens: int, batch_size: int) -> dict[str, dict]:
     """Per benchmark: ROC-AUC of the file score at telling its canonical solutions (rendered as code documents)
@@ -693,6 +746,12 @@ def annotate(cfg: AnnotateConfig, docs: Manifest, out_dir: str, *, seed: int,
     neg_emb = encoder.embed(neg_texts, cfg.batch_size)
     embed_s = time.perf_counter() - t1
     weights, bias, metrics = train_annotator(pos_emb, neg_emb, epochs=cfg.epochs, lr=cfg.lr, seed=seed)
+    encoder_name, encoder_digest = cfg.encoder, ""
+    if cfg.mode == "finetune":  # the frozen head above is the baseline, on the same held-out texts
+        frozen = {f"frozen_{k}": metrics[k] for k in ("heldout_auc", "heldout_f1", "heldout_ece")}
+        weights, bias, metrics, encoder_digest = finetuned_annotator(cfg, encoder, pos_texts, neg_texts, out_dir, seed)
+        metrics.update(frozen)
+        encoder_name = storage.join(out_dir, ENCODER_DIR)
     head = (weights, bias)
     log.info("head: held-out AUC %.3f, F1 %.3f, ECE %.3f (train AUC %.3f)", metrics["heldout_auc"],
              metrics["heldout_f1"], metrics["heldout_ece"], metrics["train_auc"])
@@ -713,8 +772,7 @@ def annotate(cfg: AnnotateConfig, docs: Manifest, out_dir: str, *, seed: int,
     head_bytes = save_safetensors({"weight": torch.from_numpy(weights), "bias": torch.tensor([bias], dtype=torch.float32)})
     head_uri = storage.join(out_dir, HEAD_FILE)
     storage.write_bytes(head_uri, head_bytes)
-    head_digest = hashlib.sha256(head_bytes + f"{cfg.encoder}|{window}".encode()).hexdigest()
-    encoder_name = cfg.encoder
+    head_digest = hashlib.sha256(head_bytes + f"{cfg.encoder}|{encoder_digest}|{window}".encode()).hexdigest()
     model_files = export_hf_model(encoder, head, storage.join(out_dir, MODEL_DIR)) if cfg.export_model else []
 
     # ---- score every training document, or a seeded random sample of max_files_scored of them (a random sample, not
@@ -734,6 +792,7 @@ def annotate(cfg: AnnotateConfig, docs: Manifest, out_dir: str, *, seed: int,
 
     meta = {
         "encoder": cfg.encoder, "encoder_path": encoder.path, "pooling": encoder.pooling, "dim": encoder.dim,
+        "mode": cfg.mode, "scoring_encoder": encoder_name, "encoder_digest": encoder_digest,
         "window_tokens": window, "score": "mean over top/middle/bottom windows of sigmoid(embedding @ weight + bias)",
         "positives": per_source, "negatives": len(neg_texts), "training_set": built.stats, "epochs": cfg.epochs, "lr": cfg.lr, "seed": seed,
         "metrics": metrics, "benchmark_validation": validation, "head_digest": head_digest,
@@ -757,6 +816,7 @@ def annotate(cfg: AnnotateConfig, docs: Manifest, out_dir: str, *, seed: int,
             "heldout_auc": metrics["heldout_auc"], "heldout_acc": metrics["heldout_acc"],
             "heldout_f1": metrics["heldout_f1"], "heldout_ece": metrics["heldout_ece"],
             "train_auc": metrics["train_auc"], **bench_counts,
+            **{k: v for k, v in metrics.items() if k.startswith("frozen_") or k in ("finetune_s", "finetune_steps")},
             "docs_per_s": score_stats["docs_per_s"], "windows_per_s": score_stats["windows_per_s"],
             "windows_scored": score_stats["windows"], "shards": score_stats["shards"],
             "shards_reused": score_stats["shards_reused"],

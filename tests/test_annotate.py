@@ -473,3 +473,53 @@ def test_killed_scoring_run_resumes_without_rescoring_finished_shards(annotated,
     a = storage.read_parquet(resumed.uris["scores"]).sort_values("doc_id").reset_index(drop=True)
     b = storage.read_parquet(m.uris["scores"]).sort_values("doc_id").reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b)  # the same scores as an uninterrupted run
+
+
+# --------------------------------------------------------------------------- fine-tuned mode, end to end
+def test_finetune_mode_scores_with_the_trained_encoder_exports_it_and_reuses_it(annotated, tmp_path):
+    import os
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    docs, cfg, frozen = annotated
+    cfg = cfg.model_copy(update={"mode": "finetune", "finetune_epochs": 1, "finetune_batch_size": 8,
+                                 "validation_negatives": 5, "max_files_scored": 12})
+    out = tmp_path / "annotate"
+    m = ann.annotate(cfg, docs, str(out), seed=7)
+    meta = storage.read_json(m.uris["annotator_meta"])
+    assert meta["mode"] == "finetune" and meta["scoring_encoder"] == str(out / ann.ENCODER_DIR)
+    assert len(meta["encoder_digest"]) == 64
+    assert 0.0 <= m.counts["frozen_heldout_auc"] <= 1.0 and m.counts["finetune_steps"] >= 2
+    assert (out / ann.ENCODER_DIR / "1_Pooling" / "config.json").exists()
+
+    # the saved encoder is what scored: re-scoring a file with it (and the head) gives the stored score
+    scores = storage.read_parquet(m.uris["scores"]).set_index("doc_id")
+    enc = ann.Encoder(str(out / ann.ENCODER_DIR), cfg.window_tokens, device="cpu")
+    head = ann.read_head(m.uris["annotator"])
+    corpus = storage.read_shards(docs.uris["train"]).set_index("doc_id")["content"]
+    some = scores.index[:4].tolist()
+    again = ann.score_texts(enc, head, [corpus[d] for d in some], enc.window_tokens, 4)
+    assert np.abs(again - scores.loc[some, "score"].to_numpy()).max() < 1e-5
+    frozen_scores = storage.read_parquet(frozen.uris["scores"]).set_index("doc_id")["score"]
+    assert np.abs(frozen_scores.loc[some].to_numpy() - again).max() > 1e-3  # fine-tuning changed the scorer
+
+    # the HF export carries the fine-tuned weights
+    model = AutoModelForSequenceClassification.from_pretrained(m.uris["model"], trust_remote_code=True).eval()
+    tok = AutoTokenizer.from_pretrained(m.uris["model"])
+    wins = [ann.windows(corpus[d], enc.tokenizer, enc.window_tokens)[0] for d in some]
+    import torch
+
+    with torch.inference_mode():
+        theirs = torch.sigmoid(model(**tok(wins, padding=True, truncation=True, max_length=enc.window_tokens,
+                                           return_tensors="pt")).logits[:, 0]).numpy()
+    assert np.abs(ann.score_texts(enc, head, wins, enc.window_tokens, 4) - theirs).max() < 1e-5
+
+    # a re-run (e.g. after a kill while scoring) loads the fine-tuned encoder instead of training again
+    done = out / ann.ENCODER_DIR / ann.FINETUNE_FILE
+    mtime = done.stat().st_mtime_ns
+    for f in (out / "scores").iterdir():
+        os.remove(f)
+    rerun = ann.annotate(cfg, docs, str(out), seed=7)
+    assert done.stat().st_mtime_ns == mtime
+    assert storage.read_json(rerun.uris["annotator_meta"])["encoder_digest"] == meta["encoder_digest"]
+    pd.testing.assert_frame_equal(storage.read_parquet(rerun.uris["scores"]), storage.read_parquet(m.uris["scores"]))
