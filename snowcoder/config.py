@@ -405,6 +405,9 @@ class AnnotateConfig(_Base):
                                       "against the benchmark solutions.")
     export_model: bool = Field(True, description="Write the annotator as an HF model dir (AutoModelForSequence"
                                "Classification, trust_remote_code) and log it to MLflow.")
+    registered_model: str | None = Field(
+        "snowcoder-annotator", description="MLflow registered model of the exported annotator, alias 'phase2' "
+        "(None = log nothing to the registry); a re-run with the same annotator uploads nothing again.")
 
     @model_validator(mode="before")
     @classmethod

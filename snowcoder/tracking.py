@@ -212,8 +212,8 @@ def run_url(handle: Tracking) -> str | None:
 
 
 def register_model(handle: Tracking, model_dir_uri: str, name: str, alias: str, tags: dict[str, str] | None = None,
-                   digest: str | None = None) -> str:
-    """Log an exported model directory (HF weights + tokenizer) as the run's `model/` artifacts, register it as a
+                   digest: str | None = None, artifact_path: str = "model") -> str:
+    """Log an exported model directory (HF weights + tokenizer) as the run's `<artifact_path>/` artifacts, register it as a
     new version of the registered model `name` and point `alias` at it (the alias moves; older versions stay).
     With `digest` (the content digest of the export): a version already registered with that digest is reused
     and only the alias moves, so a re-run that reuses a finished training uploads nothing again.
@@ -233,8 +233,8 @@ def register_model(handle: Tracking, model_dir_uri: str, name: str, alias: str, 
         version = max(same, key=lambda v: int(v.version)).version
     else:
         with storage.local_dir(model_dir_uri) as local:
-            client.log_artifacts(handle.run_id, str(local), "model")
-        source = client.get_run(handle.run_id).info.artifact_uri.rstrip("/") + "/model"
+            client.log_artifacts(handle.run_id, str(local), artifact_path)
+        source = client.get_run(handle.run_id).info.artifact_uri.rstrip("/") + "/" + artifact_path
         version_tags = {**(tags or {}), **({"snowcoder.digest": digest} if digest else {})}
         version = client.create_model_version(name, source=source, run_id=handle.run_id, tags=version_tags).version
     client.set_registered_model_alias(name, alias, version)

@@ -347,7 +347,8 @@ def eval_task(
 def _log_annotation(manifest: Manifest, args: dict[str, Any]) -> None:
     """The annotator's validation on its phase's MLflow run (also when the stage is reused): per-language score
     quantiles as metrics, the held-out calibration plot with the benchmark ROC-AUCs, the score histogram with the
-    selection threshold the select stage will apply, the validation JSON, and the exported HF model dir."""
+    selection threshold the select stage will apply, the validation JSON, and the exported HF model dir, registered
+    as `annotate.registered_model`@phase2 (AutoModelForSequenceClassification, trust_remote_code=True)."""
     handle = args.get("handle")
     if handle is None:
         return
@@ -368,8 +369,12 @@ def _log_annotation(manifest: Manifest, args: dict[str, Any]) -> None:
     tracking.log_figure(handle, reports.score_histogram(scores, selection_thresholds(args["cfg"], scores)),
                         "annotator/score-histogram.png")
     tracking.log_file(handle, manifest.uris["annotator_meta"], "annotator")
-    for uri in manifest.uris.get("model_files") or []:
-        tracking.log_file(handle, uri, "annotator/model")
+    name = args["cfg"].registered_model
+    if name and manifest.uris.get("model"):  # a reused annotator (same head digest) is not uploaded again
+        digest = storage.read_json(manifest.uris["annotator_meta"]).get("head_digest")
+        version = tracking.register_model(handle, manifest.uris["model"], name, alias="phase2", digest=digest,
+                                          artifact_path="annotator/model", tags={"encoder": args["cfg"].encoder})
+        tracking.set_tags(handle, {"snowcoder.registered_annotator": f"{name}/{version}@phase2"})
 
 
 @stage_task("annotate", code=("tasks.annotate",), after=_log_annotation, not_keyed=("task_runner",))

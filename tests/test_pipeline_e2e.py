@@ -83,6 +83,12 @@ def test_mlflow_parent_with_child_per_phase(micro_run):
     for run in runs:
         phase = run.data.tags["snowcoder.phase"]
         assert client.get_model_version_by_alias("snowcoder", phase).run_id == run.info.run_id
+    # the annotator: its validation and its HF export, registered from the phase-2 run
+    beta = next(r for r in runs if r.info.run_name == "phase2-beta")
+    assert "benchmark_auc_humaneval" in {k.split(".", 1)[-1] for k in beta.data.metrics}
+    assert client.get_model_version_by_alias("snowcoder-annotator", "phase2").run_id == beta.info.run_id
+    exported = {a.path for a in client.list_artifacts(beta.info.run_id, "annotator/model")}
+    assert {"annotator/model/config.json", "annotator/model/model.safetensors"} <= exported
 
 
 def test_checkpoints_load_and_generate(micro_run):
@@ -139,6 +145,12 @@ def test_identical_rerun_reuses_every_stage(micro_run, base_dir):
     assert "Finished in state Completed()" not in "".join(l for l in log.splitlines(True) if "Task run" in l)
     assert "launch:" not in log
     assert manifest_digests(run_root, "phase1", PHASE1_DATA) == before
+    from mlflow.tracking import MlflowClient  # the reused annotator was not uploaded or registered again
+
+    client = MlflowClient(tracking_uri=summary["mlflow"]["tracking_uri"])
+    digest = client.get_model_version_by_alias("snowcoder-annotator", "phase2").tags["snowcoder.digest"]
+    versions = client.search_model_versions("name='snowcoder-annotator'")
+    assert sum(v.tags.get("snowcoder.digest") == digest for v in versions) == 1
     assert [p["heldout_loss"] for p in summary["phases"]] == [
         p["heldout_loss"] for p in json.loads(first.stdout.strip().splitlines()[-1] and
                                               (run_root / "summary.json").read_text())["phases"]]
