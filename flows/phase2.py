@@ -25,8 +25,9 @@ def phase2_flow(config: PipelineConfig, parent: Tracking, alpha: PhaseResult, un
                                             decontam=config.all_benchmarks(), task_runner=config.data.task_runner)
         m["select"] = m["data"] = steps.select_task(config.annotate, m["annotate"], docs, out("select"), run)
         tokenizer = alpha.manifests["tokenizer"]
-        m["tokenize"] = steps.tokenize_task("tokenize-beta", config.tokenizer, tokenizer, m["select"], out("shards"),
-                                            run)
+        # the selected files' tokens, copied out of phase 1's token shards (tokenized once, in phase 1)
+        m["tokenize"] = steps.subset_task("tokens-beta", alpha.manifests["tokenize-train"], m["select"], out("shards"),
+                                          run)
         m["tokens"] = steps.pack_task(
             "pack-beta", [(m["tokenize"], 1.0)], out("tokens"), config.train.order, config.seed + 1,
             repeat=config.train.beta.repeat, handle=run,

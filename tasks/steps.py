@@ -247,6 +247,16 @@ def tokenize_task(stage: str, cfg: TokenizerConfig, tokenizer: Manifest, docs: M
     return tokenize_shards(tokenizer.uris["tokenizer"], docs.shard_uris(key), out_dir, workers=cfg.workers)
 
 
+@stage_task("subset-tokens", label="{stage}", code=("tasks.tokenize",))
+def subset_task(stage: str, tokens: Manifest, docs: Manifest, out_dir: str, handle: Tracking | None = None) -> Manifest:
+    """The documents of `docs` (a selection of the documents `tokens` was tokenized from) copied out of `tokens`'
+    shards, not re-tokenized (tasks.tokenize.subset_shards); the same manifest shape as tokenize_task's."""
+    from tasks.tokenize import subset_shards
+
+    keep = storage.read_shards(docs.shard_uris("docs"), columns=["doc_id", "size_bytes"])
+    return subset_shards(tokens.uris["tokens"], keep, out_dir)
+
+
 @stage_task("pack-tokens", label="{stage}", code=("tasks.tokenize",))
 def pack_task(
     stage: str,

@@ -342,6 +342,96 @@ def tokenize_shards(tokenizer_dir: str, doc_uris: list[str], out_dir: str, worke
     )
 
 
+def subset_shards(token_dir: str, keep: pd.DataFrame, out_dir: str) -> Manifest:
+    """The documents of `keep` (columns doc_id, size_bytes) cut out of the token shards at `token_dir` (written by
+    tokenize_shards) into a token-shard directory of the same format under `out_dir`: one output shard per source
+    shard that keeps a document, documents in source order, tokens copied from the memory-mapped .bin, nothing
+    re-tokenized. What phase 2 does with its selection: the selected files were tokenized in phase 1 already, and
+    copying ids is I/O where tokenizing is CPU (at paper scale, 12.5B tokens). Output shards are committed like
+    tokenize_shard's (index last, resume key over the source shard, the kept ids and this code), so a killed run
+    redoes only unfinished shards. Every id in `keep` must be in the source shards."""
+    t0 = time.perf_counter()
+    wanted = set(keep["doc_id"].astype(str))
+    size_of = keep.drop_duplicates("doc_id").set_index("doc_id")["size_bytes"] if "size_bytes" in keep else None
+    keep_digest = hashlib.sha256("\n".join(sorted(wanted)).encode()).hexdigest()
+    storage.makedirs(out_dir)
+    results: list[dict] = []
+    found: set[str] = set()
+    with storage.local_dir(token_dir) as src:
+        toc_path = src / SHARDS_FILE
+        if not toc_path.exists():
+            raise UserError(f"subset: {token_dir} is not a token-shard directory (no {SHARDS_FILE})")
+        toc = json.loads(toc_path.read_text())
+        shared = {k: toc[k] for k in ("dtype", "vocab_size", "eos_id", "tokenizer_digest")}
+        dtype = np.dtype(toc["dtype"])
+        names = []
+        for shard in toc["shards"]:
+            index = pd.read_parquet(src / f"{shard['shard']}.index.parquet", columns=INDEX_COLUMNS)
+            rows = index[index["doc_id"].astype(str).isin(wanted)]
+            if rows.empty:
+                continue
+            name = shard["shard"]
+            names.append(name)
+            prefix = storage.join(out_dir, name)
+            index_uri = f"{prefix}.index.parquet"
+            key = hashlib.sha256(json.dumps({"format": SHARD_FORMAT, "code": code_digest(__name__), "keep": keep_digest,
+                                             "source": shard["content_sha256"]}).encode()).hexdigest()[:24]
+            found.update(rows["doc_id"].astype(str))
+            done = _read_shard_meta(index_uri)
+            if done is not None and done.get("key") == key:
+                results.append({**done["counts"], **done["info"], "skipped": 1})
+                continue
+            storage.remove(index_uri)
+            tokens = np.memmap(src / f"{name}.bin", dtype=dtype, mode="r")
+            data = np.concatenate([tokens[a : a + n] for a, n in zip(rows["start"], rows["length"])] or
+                                  [np.zeros(0, dtype=dtype)])
+            lengths = rows["length"].to_numpy(dtype=np.int64)
+            starts = np.zeros(len(lengths), dtype=np.int64)
+            np.cumsum(lengths[:-1], out=starts[1:])
+            out_index = rows.assign(start=starts, length=lengths)[INDEX_COLUMNS].reset_index(drop=True)
+            content = hashlib.sha256(data.tobytes())
+            content.update(pd.util.hash_pandas_object(out_index, index=False).to_numpy().tobytes())
+            ids = out_index["doc_id"].astype(str)
+            counts = {"docs": len(out_index), "tokens": int(len(data)),
+                      "bytes": int(ids.map(size_of).fillna(0).sum()) if size_of is not None else 0}
+            info = {"shard": name, **shared, "content_sha256": content.hexdigest()[:16],
+                    "per_language": {str(k): int(v) for k, v in out_index.groupby("language")["length"].sum().items()}}
+            storage.write_bytes(f"{prefix}.bin", data.tobytes())
+            storage.write_bytes(index_uri, _index_bytes(out_index, {"format": SHARD_FORMAT, "key": key,
+                                                                    "counts": counts, "info": info}))
+            results.append({**counts, **info, "skipped": 0})
+    missing = wanted - found
+    if missing:
+        raise UserError(f"subset: {len(missing)} selected documents are not in the token shards at {token_dir} "
+                        f"(e.g. {sorted(missing)[:3]}): they were tokenized from another document set")
+    if not results:
+        raise UserError(f"subset: nothing selected from {token_dir}")
+    _remove_stale(out_dir, set(names))
+    out_toc = {"format": SHARD_FORMAT, **shared,
+               "shards": [{k: r[k] for k in ("shard", "docs", "tokens", "bytes", "content_sha256")} for r in results]}
+    storage.write_json(storage.join(out_dir, SHARDS_FILE), out_toc)
+    per_language: dict[str, int] = {}
+    for r in results:
+        for lang, n in r["per_language"].items():
+            per_language[lang] = per_language.get(lang, 0) + n
+    n_tokens, n_bytes = sum(r["tokens"] for r in results), sum(r["bytes"] for r in results)
+    wall = time.perf_counter() - t0
+    log.info("subset of %s: %d docs, %d tokens in %d shards (%d reused) in %.1fs", token_dir, len(wanted), n_tokens,
+             len(results), sum(r["skipped"] for r in results), wall)
+    return Manifest(
+        stage="tokenize",
+        uris={"tokens": out_dir, "shards": [storage.join(out_dir, n) for n in names],
+              "toc": storage.join(out_dir, SHARDS_FILE), "source": token_dir},
+        counts={"shards": len(results), "shards_reused": sum(r["skipped"] for r in results),
+                "docs": sum(r["docs"] for r in results), "tokens": n_tokens, "bytes": n_bytes,
+                "bytes_per_token": round(n_bytes / max(1, n_tokens), 3), "wall_seconds": round(wall, 3),
+                "tokens_per_s": round(n_tokens / max(wall, 1e-9), 1)},
+        stats={"dtype": shared["dtype"], "vocab_size": shared["vocab_size"], "per_language": per_language,
+               "copied_from": token_dir},
+        digest=hashlib.sha256(json.dumps(out_toc, sort_keys=True).encode()).hexdigest()[:16],
+    )
+
+
 # --------------------------------------------------------------------------- packing
 def order_documents(docs: pd.DataFrame, order: Literal["language-repo", "random"], seed: int) -> np.ndarray:
     """Row positions of `docs` in packing order (deterministic given seed; independent of the input row order).

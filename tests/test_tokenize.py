@@ -360,3 +360,44 @@ def test_remote_uris_go_through_storage(tok_dir, tmp_path):
     meta = storage.read_json(p.uris["meta"])
     assert meta["n_tokens"] == p.counts["n_tokens"] == t.counts["tokens"] > 0
     assert len(storage.read_bytes(p.uris["tokens_bin"])) == 2 * meta["n_tokens"]  # uint16
+
+
+def _shard_docs(token_dir: str) -> dict[str, np.ndarray]:
+    """doc_id -> its tokens, over every shard of a token-shard directory."""
+    toc = json.loads(storage.read_text(storage.join(token_dir, "shards.json")))
+    out = {}
+    for shard in toc["shards"]:
+        index = pd.read_parquet(storage.join(token_dir, f"{shard['shard']}.index.parquet"))
+        tokens = np.fromfile(storage.join(token_dir, f"{shard['shard']}.bin"), dtype=toc["dtype"])
+        for doc_id, start, length in zip(index["doc_id"], index["start"], index["length"]):
+            out[doc_id] = tokens[start : start + length]
+    return out
+
+
+def test_subset_copies_a_selection_out_of_token_shards_like_tokenizing_it(tok_dir, tmp_path):
+    from tasks.tokenize import subset_shards
+
+    docs = make_docs(60, languages=("python", "go"))
+    source = token_source(tok_dir, tmp_path, docs, "all")
+    keep = docs.iloc[[1, 2, 5, 30, 31, 59]]  # a selection spanning several source shards (17 docs each)
+    sub = subset_shards(source, keep[["doc_id", "size_bytes"]], str(tmp_path / "sub"))
+    retokenized = tokenize_shards(tok_dir, write_source(tmp_path, keep, "keep"), str(tmp_path / "keep-tokens"))
+    ours, theirs = _shard_docs(sub.uris["tokens"]), _shard_docs(retokenized.uris["tokens"])
+    assert list(ours) == keep["doc_id"].tolist()  # source order kept
+    assert ours.keys() == theirs.keys() and all(np.array_equal(ours[d], theirs[d]) for d in ours)
+    assert sub.counts["docs"] == 6 and sub.counts["tokens"] == retokenized.counts["tokens"]
+    assert sub.counts["bytes"] == retokenized.counts["bytes"] and sub.counts["shards"] == 3
+    assert sub.stats["per_language"] == retokenized.stats["per_language"]
+    packed = pack([(sub.uris["tokens"], 1.0)], str(tmp_path / "packed"), order="language-repo", seed=0, repeat=2)
+    assert packed.counts["n_tokens"] == 2 * sub.counts["tokens"]  # pack reads it like any token-shard directory
+
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "sub").iterdir()}
+    again = subset_shards(source, keep[["doc_id", "size_bytes"]], str(tmp_path / "sub"))
+    assert again.counts["shards_reused"] == 3 and again.digest == sub.digest
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "sub").iterdir() if p.suffix != ".json"} == \
+        {k: v for k, v in mtimes.items() if not k.endswith(".json")}
+    fewer = subset_shards(source, keep.iloc[:2][["doc_id", "size_bytes"]], str(tmp_path / "sub"))
+    assert fewer.counts["docs"] == 2 and sorted(p.name for p in (tmp_path / "sub").glob("*.bin")) == ["docs-00000.bin"]
+
+    with pytest.raises(UserError, match="not in the token shards"):
+        subset_shards(source, pd.DataFrame({"doc_id": ["nope"], "size_bytes": [1]}), str(tmp_path / "bad"))
