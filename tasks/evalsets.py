@@ -61,9 +61,7 @@ from __future__ import annotations
 import ast
 import inspect
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -73,6 +71,7 @@ from typing import Any, Mapping, Sequence
 
 from snowcoder.config import UserError
 from tasks.evaluate import STOP_SEQUENCES, generation_prompt, pass_at_k
+from tasks.execution import child_env, kill_group
 
 # bigcode-evaluation-harness bigcode_eval/tasks/mbpp.py (also used by its mbppplus.py)
 MBPP_STOP_SEQUENCES = ("\nclass", "\nassert", '\n"""', "\nprint", "\nif", "\n<|/", "\n```")
@@ -290,18 +289,13 @@ def reference_seconds(expected: Mapping[str, Any], suite: str) -> float:
 def _run_trusted(request: dict, timeout_s: float, task_id: str) -> dict:
     """Run _trusted_main in a fresh interpreter with `request` on stdin; its JSON reply from stdout."""
     with tempfile.TemporaryDirectory(prefix="snowcoder-expected-") as workdir:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": workdir, "TMPDIR": workdir,
-               "LANG": "C.UTF-8"}
         proc = subprocess.Popen([sys.executable, "-I", "-S", "-B", "-X", "utf8", "-c", _TRUSTED_SOURCE],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=workdir,
-                                env=env, start_new_session=True)
+                                env=child_env(workdir), start_new_session=True)
         try:
             out, err = proc.communicate(json.dumps(request).encode(), timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            kill_group(proc.pid)
             proc.communicate()
             raise UserError(f"{task_id}: computing the expected outputs took over {timeout_s:g}s") from None
     try:

@@ -242,7 +242,7 @@ def _parallel(run_one, n: int, workers: int) -> list[ExecResult]:
         return list(pool.map(run_one, range(n)))
 
 
-def _child_env(workdir: str) -> dict[str, str]:
+def child_env(workdir: str) -> dict[str, str]:
     """Only what an interpreter needs: credentials and tokens of the parent never reach the child."""
     return {
         "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
@@ -329,7 +329,7 @@ def _kill_sandbox(proc: subprocess.Popen, mode: str) -> None:
             proc.wait(timeout=KILL_GRACE_S)
         except subprocess.TimeoutExpired:
             pass
-    _kill_group(proc.pid)
+    kill_group(proc.pid)
     try:
         proc.wait(timeout=KILL_GRACE_S)
     except subprocess.TimeoutExpired:
@@ -339,7 +339,8 @@ def _kill_sandbox(proc: subprocess.Popen, mode: str) -> None:
             _kill_pid(pid)
 
 
-def _kill_group(pgid: int) -> None:
+def kill_group(pgid: int) -> None:
+    """SIGKILL a process group (gone already: nothing to do)."""
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -413,7 +414,7 @@ def _run(job: CheckJob, timeout_s: float, verdict: str, mode: str) -> ExecResult
                 try:
                     proc = subprocess.Popen(
                         _command(mode, verdict, timeout_s, nonce_r, result_w), stdin=subprocess.PIPE,
-                        stdout=subprocess.DEVNULL, stderr=err_fh, cwd=workdir, env=_child_env(workdir),
+                        stdout=subprocess.DEVNULL, stderr=err_fh, cwd=workdir, env=child_env(workdir),
                         start_new_session=True, close_fds=True, pass_fds=(nonce_r, result_w),
                     )
                 except OSError as exc:
