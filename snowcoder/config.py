@@ -599,8 +599,10 @@ PRESETS: dict[str, dict[str, Any]] = {
                                    "hf:bigcode/self-oss-instruct-sc2-exec-filter-50k"],
                      "n_positives": 300_000, "n_negatives": 300_000, "batch_size": 256, "top_fraction": 0.03,
                      "max_files_scored": None},
-        "synth": {"generator": "meta-llama/Llama-3.1-70B-Instruct", "n_seeds": 1_000_000, "max_new_tokens": 2048,
-                  "batch_size": 64},
+        # the paper's generator is a 70B model: served by vLLM/SGLang/TGI (e.g. `vllm serve
+        # meta-llama/Llama-3.1-70B-Instruct --tensor-parallel-size 8 --port 8000`), not loaded in the flow's process
+        "synth": {"endpoint": "http://127.0.0.1:8000/v1", "endpoint_model": "meta-llama/Llama-3.1-70B-Instruct",
+                  "concurrency": 256, "n_seeds": 1_000_000, "max_new_tokens": 2048, "batch_size": 64},
         "eval": {"limit": None, "max_new_tokens": 512, "batch_size": 64, "workers": 16},
     },
 }

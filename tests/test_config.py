@@ -46,6 +46,7 @@ def test_paper_preset_token_horizons_schedules_and_mixtures_match_the_recipe():
     assert lr_at(0, steps["beta"], **b) < 1e-6 and lr_at(1000, steps["beta"], **b) == pytest.approx(5.3e-4)
     assert lr_at(steps["beta"], steps["beta"], **b) == 0.0
     assert c.synth.language_shares == {"python": 0.5}
+    assert c.synth.endpoint and c.synth.endpoint_model == "meta-llama/Llama-3.1-70B-Instruct"  # served, not in-process
     assert c.train.order == "language-repo"  # files grouped by language, then repository (Table 3)
 
 
