@@ -75,7 +75,8 @@ def build_app(model_dir: str, name: str | None = None, batch_size: int = 16):
             completion_tokens += n_tokens
             finish = "stop" if stopped or n_tokens < req.max_tokens else "length"
             choices.append({"index": i, "text": text, "finish_reason": finish})
-        prompt_tokens = sum(len(tok(p, add_special_tokens=add_special_tokens)["input_ids"]) for p in expanded)
+        # OpenAI counts the prompt once per choice; the batch encoder counts each distinct prompt once
+        prompt_tokens = req.n * sum(len(ids) for ids in tok(prompts, add_special_tokens=add_special_tokens)["input_ids"])
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                  "total_tokens": prompt_tokens + completion_tokens}
         return choices, usage

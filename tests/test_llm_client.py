@@ -91,6 +91,20 @@ def test_greedy_completions_equal_local_generation(server, checkpoint):
         assert len(replies) == 1 and isinstance(replies[0][0], str)
 
 
+def test_usage_counts_prompt_tokens_once_per_choice(server, checkpoint):
+    _, tok = load_model(checkpoint)
+    prompt = PROMPTS[0]
+    n_prompt = len(tok(prompt, add_special_tokens=True)["input_ids"])
+    for n in (1, 3):
+        reply = httpx.post(f"{server}/completions", json={"model": "micro", "prompt": [prompt, prompt + "  "], "n": n,
+                                                          "max_tokens": 4, "temperature": 0.7, "seed": 1},
+                           timeout=120).json()
+        n_other = len(tok(prompt + "  ", add_special_tokens=True)["input_ids"])
+        assert reply["usage"]["prompt_tokens"] == n * (n_prompt + n_other)
+        assert len(reply["choices"]) == 2 * n
+        assert reply["usage"]["total_tokens"] == reply["usage"]["prompt_tokens"] + reply["usage"]["completion_tokens"]
+
+
 def test_stop_sequences_end_the_text_before_them(server):
     with CompletionClient(server, "micro") as client:
         full = client.complete(PROMPTS[:1], max_tokens=24, temperature=0.0)[0][0]
