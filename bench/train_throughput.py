@@ -59,7 +59,8 @@ def run_ours(args, work: Path) -> dict:
                   "grad_clip": 1.0, "eval_every": 0},
     }
     (work / "spec.json").write_text(json.dumps(spec))
-    from tasks.train import accelerate_config_path, launch_command, read_metrics
+    from snowcoder.reports import read_metrics
+    from tasks.train import accelerate_config_path, launch_command
 
     cmd = launch_command(accelerate_config_path("single-gpu" if args.cuda else "cpu"), work / "spec.json")
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})

@@ -132,9 +132,11 @@ def _first(counts: Mapping, *keys: str) -> float | None:
 
 # =========================================================================== training loss
 def read_metrics(uri: str) -> list[dict]:
-    """Rows of a `metrics.jsonl` written by model/train.py (train rows: step, loss, lr, tokens, tok_per_s,
-    elapsed_s; validation rows: step, val_loss). A missing file gives []; an unreadable line (a run killed mid-write)
-    is skipped."""
+    """Rows of a `metrics.jsonl` written by model/train.py (the file, or the training out_dir holding it; train rows:
+    step, loss, lr, tokens, tok_per_s, elapsed_s; validation rows: step, val_loss). A missing file gives []; an
+    unreadable line (a run killed mid-write) is skipped."""
+    if not uri.endswith(".jsonl"):
+        uri = storage.join(uri, "metrics.jsonl")
     if not storage.exists(uri):
         log.warning("no metrics at %s", uri)
         return []

@@ -279,7 +279,7 @@ def pack_task(
 
 def _log_training(manifest: Manifest, args: dict[str, Any]) -> None:
     """Params and the loss curve of a training phase, on its MLflow run (also when the phase is reused)."""
-    from tasks.train import read_metrics
+    from snowcoder.reports import read_metrics
 
     handle = args.get("handle")
     if handle is None:

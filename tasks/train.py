@@ -213,10 +213,3 @@ def run_training(
         stats={"accelerate_config": str(config_file), "init_from": init_from_uri, "result": result},
         digest=digest,
     )
-
-
-def read_metrics(uri: str) -> list[dict]:
-    """Rows of a metrics.jsonl (the file, or the training out_dir holding it)."""
-    if not uri.endswith(".jsonl"):
-        uri = storage.join(uri, "metrics.jsonl")
-    return storage.read_jsonl(uri)

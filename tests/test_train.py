@@ -14,7 +14,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from snowcoder import storage
 from snowcoder.config import ModelConfig, PhaseTrainConfig, TokenizerConfig, TrainConfig, UserError
 from tasks.tokenize import pack, tokenize_shards, train_tokenizer
-from tasks.train import _run_streaming, accelerate_config_path, read_metrics, run_training
+from snowcoder.reports import read_metrics
+from tasks.train import _run_streaming, accelerate_config_path, run_training
 
 MICRO = ModelConfig(n_layers=2, hidden=64, ffn=172, n_heads=2, seq_len=64)
 # A micro model gains nothing from 2 threads, and on a busy 2-core box OpenMP spin-waits make it ~10x slower.
