@@ -523,3 +523,33 @@ def test_finetune_mode_scores_with_the_trained_encoder_exports_it_and_reuses_it(
     assert done.stat().st_mtime_ns == mtime
     assert storage.read_json(rerun.uris["annotator_meta"])["encoder_digest"] == meta["encoder_digest"]
     pd.testing.assert_frame_equal(storage.read_parquet(rerun.uris["scores"]), storage.read_parquet(m.uris["scores"]))
+
+
+# --------------------------------------------------------------------------- int8 on CPU
+def test_int8_encoder_trains_and_scores_with_its_own_embeddings(annotated, tmp_path):
+    from pydantic import ValidationError
+
+    docs, cfg, frozen = annotated
+    enc = ann.Encoder(cfg.encoder, cfg.window_tokens, device="cpu")
+    texts = [CRAFTED, "def add(a, b):\n    return a + b\n", "#!/bin/sh\necho hi\n"]
+    fp32 = enc.embed(texts)
+    enc.quantize_int8()
+    q = enc.embed(texts)
+    assert enc.int8 and not np.allclose(fp32, q, atol=1e-6)  # really quantised...
+    assert (fp32 * q).sum(1).min() > 0.95  # ...and still nearly the same embedding (unit vectors: cosine)
+    assert np.array_equal(enc.embed(texts[:1]), q[:1]) and np.array_equal(enc.embed(texts[::-1])[::-1], q)  # batching
+
+    cfg8 = cfg.model_copy(update={"int8": True, "validation_negatives": 5, "max_files_scored": 12})
+    m = ann.annotate(cfg8, docs, str(tmp_path / "annotate"), seed=7)
+    meta = storage.read_json(m.uris["annotator_meta"])
+    assert meta["int8"] is True and meta["head_digest"] != storage.read_json(frozen.uris["annotator_meta"])["head_digest"]
+    scores = storage.read_parquet(m.uris["scores"]).set_index("doc_id")
+    corpus = storage.read_shards(docs.uris["train"]).set_index("doc_id")["content"]
+    some = scores.index[:4].tolist()
+    again = ann.score_texts(enc, ann.read_head(m.uris["annotator"]), [corpus[d] for d in some], enc.window_tokens, 4)
+    assert np.abs(again - scores.loc[some, "score"].to_numpy()).max() < 1e-5  # scored with the int8 encoder
+    exported = storage.read_json(storage.join(m.uris["model"], "config.json"))
+    assert exported["annotator_int8"] is True and exported["torch_dtype"] == "float32"  # float weights, flagged
+
+    with pytest.raises(ValidationError, match="int8"):
+        AnnotateConfig(int8=True, mode="finetune")
