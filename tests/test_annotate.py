@@ -156,6 +156,29 @@ def test_load_positives_from_files(tmp_path):
 
 
 # --------------------------------------------------------------------------- head
+def test_file_score_is_the_mean_of_its_window_probabilities(tokenizer):
+    class Fake:  # a deterministic "encoder": one feature per window, its number of characters / 100
+        def __init__(self):
+            self.tokenizer, self.seen = tokenizer, []
+
+        def embed(self, texts, batch_size=32, max_tokens=None):
+            self.seen.append(len(texts))
+            return np.array([[len(t) / 100.0] for t in texts], dtype=np.float32)
+
+    long_text = "".join(f"value_{i} = compute({i})\n" for i in range(300))
+    texts = ["x = 1\n", long_text, ""]
+    head = (np.array([2.0], dtype=np.float32), -1.0)
+    enc = Fake()
+    scores, n_windows, n_tokens = ann._score_with_windows(enc, head, texts, 32, 8)
+    assert n_windows.tolist() == [1, 3, 1] and enc.seen == [5]  # all windows embedded together
+    for text, score, n in zip(texts, scores, n_tokens):
+        wins = ann.windows(text, tokenizer, 32)
+        expected = np.mean([1 / (1 + np.exp(-(2.0 * len(w) / 100.0 - 1.0))) for w in wins])
+        assert score == pytest.approx(expected, rel=1e-6)
+        assert n == len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    assert ann.score_texts(enc, head, texts, 32, 8) == pytest.approx(scores)
+
+
 def test_roc_auc_with_ties_matches_definition():
     labels = np.array([1, 0, 1, 0])
     scores = np.array([0.9, 0.1, 0.5, 0.5])
