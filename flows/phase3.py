@@ -22,7 +22,8 @@ def phase3_flow(config: PipelineConfig, parent: Tracking, alpha: PhaseResult, be
                                              tags={"snowcoder.phase": "final", **prefect_tags()})) as run:
         selected = beta.manifests["select"]
         m: dict[str, Manifest] = {}
-        m["synthesize"] = m["data"] = steps.synth_task(config.synth, selected, config.all_benchmarks(), out("synthesize"), run)
+        m["synthesize"] = m["data"] = steps.synth_task(config.synth, selected, config.all_benchmarks(),
+                                                       out("synthesize"), run)
         tokenizer = alpha.manifests["tokenizer"]
         m["tokenize"] = steps.tokenize_task("tokenize-synthetic", config.tokenizer, tokenizer, m["synthesize"],
                                             out("shards-synthetic"), run)

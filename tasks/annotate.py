@@ -129,7 +129,8 @@ class Encoder:
         windows/s on 2 CPU cores at 512-token windows with the same HumanEval ROC-AUC (bench/annotate_int8.py), but
         scores move (Spearman ~0.96 vs fp32), so the head is trained on these same embeddings. `embed` then runs one
         text per batch: activation scales are per batch, so batching would make a window's score depend on the other
-        windows in its batch (up to 0.04 in probability, measured). CPU only (CUDA runs bf16). torch.ao's eager quantisation is deprecated in favour of torchao; it works in torch 2.4-2.13."""
+        windows in its batch (up to 0.04 in probability, measured). CPU only (CUDA runs bf16). torch.ao's eager
+        quantisation is deprecated in favour of torchao; it works in torch 2.4-2.13."""
         if self.device.type != "cpu":
             raise UserError("annotate.int8 is CPU-only (torch dynamic quantisation); on CUDA the encoder runs bf16")
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
@@ -426,8 +427,8 @@ def load_scorer(spec: ScorerSpec) -> tuple[Encoder, tuple[np.ndarray, float]]:
         if storage.is_remote(encoder_dir):  # fine-tuned weights on object storage: a local copy for from_pretrained
             encoder_dir = str(storage.local_cache_dir() / "annotator-encoders" / spec.head_digest[:16])
             if not os.path.exists(os.path.join(encoder_dir, "config.json")):
-                storage.fs_for(spec.encoder)[0].get(storage.fs_for(spec.encoder)[1].rstrip("/") + "/", encoder_dir,
-                                                    recursive=True)
+                fs, path = storage.fs_for(spec.encoder)
+                fs.get(path.rstrip("/") + "/", encoder_dir, recursive=True)
         encoder = Encoder(encoder_dir, spec.window_tokens)
         if spec.int8:
             encoder.quantize_int8()
@@ -826,7 +827,8 @@ def annotate(cfg: AnnotateConfig, docs: Manifest, out_dir: str, *, seed: int,
         "encoder": cfg.encoder, "encoder_path": encoder.path, "pooling": encoder.pooling, "dim": encoder.dim,
         "mode": cfg.mode, "scoring_encoder": encoder_name, "encoder_digest": encoder_digest, "int8": encoder.int8,
         "window_tokens": window, "score": "mean over top/middle/bottom windows of sigmoid(embedding @ weight + bias)",
-        "positives": per_source, "negatives": len(neg_texts), "training_set": built.stats, "epochs": cfg.epochs, "lr": cfg.lr, "seed": seed,
+        "positives": per_source, "negatives": len(neg_texts), "training_set": built.stats,
+        "epochs": cfg.epochs, "lr": cfg.lr, "seed": seed,
         "metrics": metrics, "benchmark_validation": validation, "head_digest": head_digest,
     }
     meta_uri = storage.join(out_dir, META_FILE)
@@ -858,7 +860,8 @@ def annotate(cfg: AnnotateConfig, docs: Manifest, out_dir: str, *, seed: int,
         },
         stats={"histogram": _histogram(scores_df["score"].to_numpy()), "per_language": score_quantiles(scores_df),
                "calibration": metrics["calibration"], "benchmark_validation": validation,
-               "positives_per_source": per_source, "training_set": built.stats, "window_tokens": window, "encoder": cfg.encoder},
+               "positives_per_source": per_source, "training_set": built.stats, "window_tokens": window,
+               "encoder": cfg.encoder},
         digest=storage.digest_files([head_uri, scores_uri]),
     )
 

@@ -197,7 +197,8 @@ def _render_rows(df: pd.DataFrame, spec: str) -> list[str]:
     return [t for t in texts.tolist() if t and t.strip()]
 
 
-def load_examples(spec: str, docs_df: pd.DataFrame | None, n: int, seed: int, render: str = "function") -> list[Example]:
+def load_examples(spec: str, docs_df: pd.DataFrame | None, n: int, seed: int,
+                  render: str = "function") -> list[Example]:
     """Up to `n` positive examples from one source (deterministic for a seed).
 
     spec: 'corpus:docstring-functions' (from `docs_df`, the decontaminated phase-1 corpus),
