@@ -263,20 +263,23 @@ def train_annotator(
     weights = (w.detach().numpy() / std).astype(np.float32)
     bias = float(b.item() - float(np.dot(w.detach().numpy(), mean / std)))
 
-    def metrics_on(idx: np.ndarray, prefix: str) -> dict[str, float]:
+    metrics = {**split_metrics(y, _sigmoid(x @ weights + bias), train_idx, test_idx), "train_loss": float(loss.item())}
+    return weights, bias, metrics
+
+
+def split_metrics(y: np.ndarray, probs: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray) -> dict:
+    """ROC-AUC, accuracy and F1 at 0.5 on the training and held-out rows, held-out reliability bins and ECE, and the
+    split sizes: what every annotator (frozen or fine-tuned) reports about its own split."""
+    def on(idx: np.ndarray, prefix: str) -> dict[str, float]:
         if len(idx) == 0:
             return {f"{prefix}_auc": float("nan"), f"{prefix}_acc": float("nan"), f"{prefix}_f1": float("nan")}
-        p = _sigmoid(x[idx] @ weights + bias)
+        p = probs[idx]
         return {f"{prefix}_auc": roc_auc(y[idx], p), f"{prefix}_acc": float(((p >= 0.5) == (y[idx] > 0)).mean()),
                 f"{prefix}_f1": f1_score(y[idx], p)}
 
-    held_p = _sigmoid(x[test_idx] @ weights + bias)
-    calibration = calibration_bins(y[test_idx], held_p)
-    metrics = {**metrics_on(train_idx, "train"), **metrics_on(test_idx, "heldout"),
-               "heldout_ece": expected_calibration_error(calibration),
-               "train_loss": float(loss.item()), "n_train": float(len(train_idx)), "n_heldout": float(len(test_idx)),
-               "calibration": calibration}
-    return weights, bias, metrics
+    calibration = calibration_bins(y[test_idx], probs[test_idx])
+    return {**on(train_idx, "train"), **on(test_idx, "heldout"), "heldout_ece": expected_calibration_error(calibration),
+            "n_train": float(len(train_idx)), "n_heldout": float(len(test_idx)), "calibration": calibration}
 
 
 # =========================================================================== validation

@@ -44,15 +44,7 @@ import numpy as np
 import torch
 
 from snowcoder.config import UserError
-from tasks.annotate import (
-    Encoder,
-    _sigmoid,
-    _stratified_split,
-    calibration_bins,
-    expected_calibration_error,
-    f1_score,
-    roc_auc,
-)
+from tasks.annotate import Encoder, _sigmoid, _stratified_split, split_metrics
 
 log = logging.getLogger("snowcoder.annotate.finetune")
 
@@ -125,23 +117,13 @@ def _split_metrics(encoder: Encoder, head: tuple[np.ndarray, float], texts: list
     weights, bias = head
     probs = _sigmoid(encoder.embed(texts, batch_size, max_tokens=max_tokens) @ weights + bias)
 
-    def on(idx: np.ndarray, prefix: str) -> dict[str, float]:
-        if len(idx) == 0:
-            return {f"{prefix}_auc": float("nan"), f"{prefix}_acc": float("nan"), f"{prefix}_f1": float("nan")}
-        p = probs[idx]
-        return {f"{prefix}_auc": roc_auc(y[idx], p), f"{prefix}_acc": float(((p >= 0.5) == (y[idx] > 0)).mean()),
-                f"{prefix}_f1": f1_score(y[idx], p)}
-
     # the training loss of the final model (eval mode, class-balanced BCE over the whole training split)
     yt, pt = y[train_idx], np.clip(probs[train_idx].astype(np.float64), 1e-12, 1 - 1e-12)
     n_pos = max(float(yt.sum()), 1.0)
     n_neg = max(float(len(yt) - yt.sum()), 1.0)
     w = np.where(yt > 0, len(yt) / (2 * n_pos), len(yt) / (2 * n_neg))
     train_loss = float(np.mean(-w * (yt * np.log(pt) + (1 - yt) * np.log(1 - pt))))
-    calibration = calibration_bins(y[test_idx], probs[test_idx])
-    return {**on(train_idx, "train"), **on(test_idx, "heldout"),
-            "heldout_ece": expected_calibration_error(calibration), "train_loss": train_loss,
-            "n_train": float(len(train_idx)), "n_heldout": float(len(test_idx)), "calibration": calibration}
+    return {**split_metrics(y, probs, train_idx, test_idx), "train_loss": train_loss}
 
 
 def finetune_annotator(encoder: Encoder, pos_texts: list[str], neg_texts: list[str], *, epochs: int, lr: float,
