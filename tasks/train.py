@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -97,6 +96,16 @@ def _stop_stale_trainer(pid_file: Path) -> None:
     pid_file.unlink(missing_ok=True)
 
 
+def work_dir(out_dir: str) -> Path:
+    """Where the trainer writes: `out_dir` itself when it is local. For a remote `out_dir` (s3://...), a local
+    directory under the snowcoder cache that is the same for every run into that `out_dir`, so a run killed and
+    started again on this machine continues from its resume checkpoint; it is removed once the outputs are uploaded.
+    (A restart on another machine starts the phase over: resume checkpoints are not uploaded while training runs.)"""
+    if not storage.is_remote(out_dir):
+        return Path(out_dir).resolve()
+    return storage.local_cache_dir() / "train-work" / hashlib.sha256(out_dir.encode()).hexdigest()[:16]
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     """SIGTERM the trainer's process group (launcher + workers), SIGKILL it if still alive after 10 s."""
     for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
@@ -162,11 +171,8 @@ def run_training(
         n_tokens = json.loads((Path(train_dir) / "meta.json").read_text())["n_tokens"]
         if n_tokens < model_cfg.seq_len + 1:
             raise UserError(f"training data has {n_tokens} tokens: fewer than one sequence of {model_cfg.seq_len + 1}")
-        if storage.is_remote(out_dir):
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="snowcoder-train-")))
-        else:
-            work = Path(out_dir).resolve()
-            work.mkdir(parents=True, exist_ok=True)
+        work = work_dir(out_dir)
+        work.mkdir(parents=True, exist_ok=True)
 
         spec = {
             "model": model_cfg.model_dump(mode="json"),
@@ -202,6 +208,8 @@ def run_training(
         result = json.loads(result_path.read_text())
         digest = _dir_digest(work / "checkpoint")
         storage.upload_dir(work, out_dir)
+        if storage.is_remote(out_dir):  # uploaded: the local work directory has done its job
+            shutil.rmtree(work, ignore_errors=True)
 
     counts = {k: float(v) for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     counts["wall_seconds"] = round(time.perf_counter() - t0, 2)

@@ -176,17 +176,23 @@ def test_accelerate_configs_resolve_and_parse():
 
 
 def _weights(checkpoint: str) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
-    return load_file(os.path.join(checkpoint, "model.safetensors"))
+    return load(storage.read_bytes(storage.join(checkpoint, "model.safetensors")))
 
 
-def test_killed_training_resumes_to_identical_weights(corpus, alpha, tmp_path):
+@pytest.mark.parametrize("where", ["local", "remote"])
+def test_killed_training_resumes_to_identical_weights(corpus, alpha, tmp_path, monkeypatch, where):
     """SIGKILL the trainer right after its step-8 resume checkpoint; the rerun continues from step 8 and ends with
-    exactly the weights of the uninterrupted run (same data order, optimizer and RNG states)."""
+    exactly the weights of the uninterrupted run (same data order, optimizer and RNG states). Remote: the out_dir is
+    on object storage (fsspec memory://); the trainer's local work directory is the same for both attempts."""
     import signal
 
-    out = tmp_path / "train"
+    from tasks.train import work_dir
+
+    monkeypatch.setenv("SNOWCODER_CACHE", str(tmp_path / "cache"))
+    out_dir = str(tmp_path / "train") if where == "local" else f"memory://resume-test-{tmp_path.name}/train"
+    out = work_dir(out_dir)
     cfg = TrainConfig(timeout_s=300, checkpoint_every_s=0, checkpoint_every_steps=4)
     killed: list[str] = []
 
@@ -196,7 +202,7 @@ def test_killed_training_resumes_to_identical_weights(corpus, alpha, tmp_path):
             os.killpg(int((out / "trainer.pid").read_text()), signal.SIGKILL)
 
     kwargs = dict(tokenizer_uri=corpus["tokenizer"], train_tokens_uri=corpus["train"], val_tokens_uri=corpus["val"],
-                  init_from_uri=None, out_dir=str(out), seed=0, extra_env=ONE_THREAD)
+                  init_from_uri=None, out_dir=out_dir, seed=0, extra_env=ONE_THREAD)
     with pytest.raises(RuntimeError, match="exit code"):
         run_training(MICRO, ALPHA, cfg, log=kill_after_step_8, **kwargs)
     assert killed and (out / "resume" / "step.json").is_file() and not (out / "checkpoint").exists()
@@ -206,6 +212,9 @@ def test_killed_training_resumes_to_identical_weights(corpus, alpha, tmp_path):
     assert any("resumed from" in line and "at step 8/24" in line for line in lines)
     assert m.stats["result"]["resumed_from_step"] == 8 and m.counts["steps"] == 24
     assert not (out / "resume").exists()  # cleaned up once the phase is done
+    assert m.uris["checkpoint"] == storage.join(out_dir, "checkpoint")
+    if where == "remote":
+        assert not out.exists()  # the local work directory goes once the outputs are uploaded
     ours, reference = _weights(m.uris["checkpoint"]), _weights(alpha["manifest"].uris["checkpoint"])
     assert ours.keys() == reference.keys()
     assert all(torch.equal(ours[k], reference[k]) for k in ours)
