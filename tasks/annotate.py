@@ -864,7 +864,7 @@ def annotate(cfg: AnnotateConfig, docs: Manifest, out_dir: str, *, seed: int,
         stats={"histogram": _histogram(scores_df["score"].to_numpy()), "per_language": score_quantiles(scores_df),
                "calibration": metrics["calibration"], "benchmark_validation": validation,
                "positives_per_source": per_source, "training_set": built.stats, "window_tokens": window,
-               "encoder": cfg.encoder},
+               "encoder": cfg.encoder, "head_digest": head_digest},
         digest=storage.digest_files([head_uri, scores_uri]),
     )
 

@@ -381,8 +381,8 @@ def _log_annotation(manifest: Manifest, args: dict[str, Any]) -> None:
     tracking.log_file(handle, manifest.uris["annotator_meta"], "annotator")
     name = args["cfg"].registered_model
     if name and manifest.uris.get("model"):  # a reused annotator (same head digest) is not uploaded again
-        digest = storage.read_json(manifest.uris["annotator_meta"]).get("head_digest")
-        version = tracking.register_model(handle, manifest.uris["model"], name, alias="phase2", digest=digest,
+        version = tracking.register_model(handle, manifest.uris["model"], name, alias="phase2",
+                                          digest=manifest.stats["head_digest"],
                                           artifact_path="annotator/model", tags={"encoder": args["cfg"].encoder})
         tracking.set_tags(handle, {"snowcoder.registered_annotator": f"{name}/{version}@phase2"})
 

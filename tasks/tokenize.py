@@ -183,6 +183,46 @@ def _index_bytes(index: pd.DataFrame, meta: dict) -> bytes:
     return buf.getvalue()
 
 
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    """Start of each document in a shard's .bin: the running sum of the lengths before it."""
+    starts = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    return starts
+
+
+def _write_shard(prefix: str, tokens: np.ndarray, index: pd.DataFrame, key: str, counts: dict,
+                 shared: dict) -> dict:
+    """Write one token shard: `<prefix>.bin`, then `<prefix>.index.parquet` (the commit marker) carrying the resume
+    key, the counts and the shard's info (name, `shared` tokenizer fields, content digest, tokens per language).
+    Returns counts + info: what `_commit_dir` sums."""
+    data = tokens.tobytes()
+    content = hashlib.sha256(data)
+    content.update(pd.util.hash_pandas_object(index, index=False).to_numpy().tobytes())
+    info = {"shard": prefix.rstrip("/").rsplit("/", 1)[-1], **shared, "content_sha256": content.hexdigest()[:16],
+            "per_language": {str(k): int(v) for k, v in index.groupby("language")["length"].sum().items()}}
+    storage.write_bytes(f"{prefix}.bin", data)
+    storage.write_bytes(f"{prefix}.index.parquet", _index_bytes(index, {"format": SHARD_FORMAT, "key": key,
+                                                                        "counts": counts, "info": info}))
+    return {**counts, **info}
+
+
+def _commit_dir(out_dir: str, shared: dict, results: list[dict]) -> tuple[str, dict, dict[str, int]]:
+    """Write `<out_dir>/shards.json` (the shards in order and the tokenizer fields they share: what `pack` reads) and
+    return (its digest, the summed counts, tokens per language)."""
+    toc = {"format": SHARD_FORMAT, **shared,
+           "shards": [{k: r[k] for k in ("shard", "docs", "tokens", "bytes", "content_sha256")} for r in results]}
+    storage.write_json(storage.join(out_dir, SHARDS_FILE), toc)
+    per_language: dict[str, int] = {}
+    for r in results:
+        for lang, n in r["per_language"].items():
+            per_language[lang] = per_language.get(lang, 0) + n
+    n_tokens, n_bytes = sum(r["tokens"] for r in results), sum(r["bytes"] for r in results)
+    counts = {"shards": len(results), "shards_reused": sum(r["skipped"] for r in results),
+              "docs": sum(r["docs"] for r in results), "tokens": n_tokens, "bytes": n_bytes,
+              "bytes_per_token": round(n_bytes / max(1, n_tokens), 3)}
+    return hashlib.sha256(json.dumps(toc, sort_keys=True).encode()).hexdigest()[:16], counts, per_language
+
+
 def tokenize_shard(tokenizer_dir: str, doc_uri: str, out_prefix: str) -> dict:
     """Tokenize one document shard (parquet: doc_id, repo, language, content) into `<out_prefix>.bin` and
     `<out_prefix>.index.parquet`.
@@ -199,7 +239,7 @@ def tokenize_shard(tokenizer_dir: str, doc_uri: str, out_prefix: str) -> dict:
     from transformers import AutoTokenizer
 
     t0 = time.perf_counter()
-    bin_uri, index_uri = f"{out_prefix}.bin", f"{out_prefix}.index.parquet"
+    index_uri = f"{out_prefix}.index.parquet"
     raw = storage.read_bytes(doc_uri)
     with storage.local_dir(tokenizer_dir) as tok_path:
         tok_digest = _files_digest([p for p in tok_path.iterdir() if p.is_file() and p.name != "manifest.json"])
@@ -225,29 +265,19 @@ def tokenize_shard(tokenizer_dir: str, doc_uri: str, out_prefix: str) -> dict:
             pieces += [np.asarray(ids, dtype=dtype), eos]
     tokens = np.concatenate([*pieces, np.zeros(0, dtype=dtype)])
     lengths = np.asarray([len(p) + 1 for p in pieces[::2]], dtype=np.int64)
-    starts = np.zeros(len(lengths), dtype=np.int64)
-    np.cumsum(lengths[:-1], out=starts[1:])
     index = pd.DataFrame({
         "doc_id": docs["doc_id"].astype(str).to_numpy(),
         "repo": docs["repo"].fillna("unknown").astype(str).to_numpy(),
         "language": docs["language"].fillna("unknown").astype(str).to_numpy(),
-        "start": starts, "length": lengths,
+        "start": _offsets(lengths), "length": lengths,
     }, columns=INDEX_COLUMNS)
-    data = tokens.tobytes()
-    content = hashlib.sha256(data)
-    content.update(pd.util.hash_pandas_object(index, index=False).to_numpy().tobytes())
-    per_language = {str(k): int(v) for k, v in index.groupby("language")["length"].sum().items()}
     counts = {"docs": len(index), "tokens": len(tokens),
               "bytes": sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)}
-    info = {"shard": out_prefix.rstrip("/").rsplit("/", 1)[-1], "dtype": dtype.name, "vocab_size": vocab,
-            "eos_id": int(eos_id), "tokenizer_digest": tok_digest, "content_sha256": content.hexdigest()[:16],
-            "per_language": per_language}
-    storage.write_bytes(bin_uri, data)
-    storage.write_bytes(index_uri, _index_bytes(index, {"format": SHARD_FORMAT, "key": key, "counts": counts,
-                                                        "info": info}))
+    shared = {"dtype": dtype.name, "vocab_size": vocab, "eos_id": int(eos_id), "tokenizer_digest": tok_digest}
+    result = _write_shard(out_prefix, tokens, index, key, counts, shared)
     seconds = time.perf_counter() - t0
-    return {**counts, **info, "seconds": round(seconds, 3),
-            "tokens_per_s": round(len(tokens) / max(seconds, 1e-9), 1), "skipped": 0}
+    return {**result, "seconds": round(seconds, 3), "tokens_per_s": round(len(tokens) / max(seconds, 1e-9), 1),
+            "skipped": 0}
 
 
 def _worker_init() -> None:
@@ -315,30 +345,20 @@ def tokenize_shards(tokenizer_dir: str, doc_uris: list[str], out_dir: str, worke
     shared = {k: results[0][k] for k in ("dtype", "vocab_size", "eos_id", "tokenizer_digest")}
     if any({k: r[k] for k in shared} != shared for r in results):
         raise UserError(f"tokenize: the tokenizer at {tokenizer_dir} changed while its shards were written; run again")
-    toc = {"format": SHARD_FORMAT, **shared,
-           "shards": [{k: r[k] for k in ("shard", "docs", "tokens", "bytes", "content_sha256")} for r in results]}
-    storage.write_json(storage.join(out_dir, SHARDS_FILE), toc)
-
-    per_language: dict[str, int] = {}
-    for r in results:
-        for lang, n in r["per_language"].items():
-            per_language[lang] = per_language.get(lang, 0) + n
-    n_tokens, n_bytes = sum(r["tokens"] for r in results), sum(r["bytes"] for r in results)
+    digest, counts, per_language = _commit_dir(out_dir, shared, results)
     computed = sum(r["tokens"] for r in results if not r["skipped"])
-    reused = sum(r["skipped"] for r in results)
     log.info("tokenized %d shards (%d reused): %d tokens from %.1f MB in %.1fs (%.0f tokens/s, %d workers)",
-             len(results), reused, n_tokens, n_bytes / 1e6, wall, computed / max(wall, 1e-9), workers)
+             len(results), counts["shards_reused"], counts["tokens"], counts["bytes"] / 1e6, wall,
+             computed / max(wall, 1e-9), workers)
     return Manifest(
         stage="tokenize",
         uris={"tokens": out_dir, "shards": prefixes, "toc": storage.join(out_dir, SHARDS_FILE)},
-        counts={"shards": len(results), "shards_reused": reused, "docs": sum(r["docs"] for r in results),
-                "tokens": n_tokens, "bytes": n_bytes, "bytes_per_token": round(n_bytes / max(1, n_tokens), 3),
-                "wall_seconds": round(wall, 3), "tokens_per_s": round(computed / max(wall, 1e-9), 1),
+        counts={**counts, "wall_seconds": round(wall, 3), "tokens_per_s": round(computed / max(wall, 1e-9), 1),
                 "workers": workers},
         stats={"dtype": shared["dtype"], "vocab_size": shared["vocab_size"], "per_language": per_language,
                "per_shard": [{k: r[k] for k in ("shard", "docs", "tokens", "bytes", "seconds", "tokens_per_s",
                                                 "skipped")} for r in results]},
-        digest=hashlib.sha256(json.dumps(toc, sort_keys=True).encode()).hexdigest()[:16],
+        digest=digest,
     )
 
 
@@ -386,20 +406,11 @@ def subset_shards(token_dir: str, keep: pd.DataFrame, out_dir: str) -> Manifest:
             data = np.concatenate([tokens[a : a + n] for a, n in zip(rows["start"], rows["length"])] or
                                   [np.zeros(0, dtype=dtype)])
             lengths = rows["length"].to_numpy(dtype=np.int64)
-            starts = np.zeros(len(lengths), dtype=np.int64)
-            np.cumsum(lengths[:-1], out=starts[1:])
-            out_index = rows.assign(start=starts, length=lengths)[INDEX_COLUMNS].reset_index(drop=True)
-            content = hashlib.sha256(data.tobytes())
-            content.update(pd.util.hash_pandas_object(out_index, index=False).to_numpy().tobytes())
+            out_index = rows.assign(start=_offsets(lengths), length=lengths)[INDEX_COLUMNS].reset_index(drop=True)
             ids = out_index["doc_id"].astype(str)
             counts = {"docs": len(out_index), "tokens": int(len(data)),
                       "bytes": int(ids.map(size_of).fillna(0).sum()) if size_of is not None else 0}
-            info = {"shard": name, **shared, "content_sha256": content.hexdigest()[:16],
-                    "per_language": {str(k): int(v) for k, v in out_index.groupby("language")["length"].sum().items()}}
-            storage.write_bytes(f"{prefix}.bin", data.tobytes())
-            storage.write_bytes(index_uri, _index_bytes(out_index, {"format": SHARD_FORMAT, "key": key,
-                                                                    "counts": counts, "info": info}))
-            results.append({**counts, **info, "skipped": 0})
+            results.append({**_write_shard(prefix, data, out_index, key, counts, shared), "skipped": 0})
     missing = wanted - found
     if missing:
         raise UserError(f"subset: {len(missing)} selected documents are not in the token shards at {token_dir} "
@@ -407,28 +418,18 @@ def subset_shards(token_dir: str, keep: pd.DataFrame, out_dir: str) -> Manifest:
     if not results:
         raise UserError(f"subset: nothing selected from {token_dir}")
     _remove_stale(out_dir, set(names))
-    out_toc = {"format": SHARD_FORMAT, **shared,
-               "shards": [{k: r[k] for k in ("shard", "docs", "tokens", "bytes", "content_sha256")} for r in results]}
-    storage.write_json(storage.join(out_dir, SHARDS_FILE), out_toc)
-    per_language: dict[str, int] = {}
-    for r in results:
-        for lang, n in r["per_language"].items():
-            per_language[lang] = per_language.get(lang, 0) + n
-    n_tokens, n_bytes = sum(r["tokens"] for r in results), sum(r["bytes"] for r in results)
+    digest, counts, per_language = _commit_dir(out_dir, shared, results)
     wall = time.perf_counter() - t0
-    log.info("subset of %s: %d docs, %d tokens in %d shards (%d reused) in %.1fs", token_dir, len(wanted), n_tokens,
-             len(results), sum(r["skipped"] for r in results), wall)
+    log.info("subset of %s: %d docs, %d tokens in %d shards (%d reused) in %.1fs", token_dir, len(wanted),
+             counts["tokens"], counts["shards"], counts["shards_reused"], wall)
     return Manifest(
         stage="tokenize",
         uris={"tokens": out_dir, "shards": [storage.join(out_dir, n) for n in names],
               "toc": storage.join(out_dir, SHARDS_FILE), "source": token_dir},
-        counts={"shards": len(results), "shards_reused": sum(r["skipped"] for r in results),
-                "docs": sum(r["docs"] for r in results), "tokens": n_tokens, "bytes": n_bytes,
-                "bytes_per_token": round(n_bytes / max(1, n_tokens), 3), "wall_seconds": round(wall, 3),
-                "tokens_per_s": round(n_tokens / max(wall, 1e-9), 1)},
+        counts={**counts, "wall_seconds": round(wall, 3), "tokens_per_s": round(counts["tokens"] / max(wall, 1e-9), 1)},
         stats={"dtype": shared["dtype"], "vocab_size": shared["vocab_size"], "per_language": per_language,
                "copied_from": token_dir},
-        digest=hashlib.sha256(json.dumps(out_toc, sort_keys=True).encode()).hexdigest()[:16],
+        digest=digest,
     )
 
 
